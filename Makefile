@@ -1,0 +1,48 @@
+# drvae: `make help` lists the targets. Every target installs what it needs first.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/data
+
+.PHONY: help install run test test-full lint format bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install drvae in editable mode with dev extras (quick when done)
+
+run: $(STAMP) ## The main job: simulate the default dataset, build its cache, inspect it
+	$(BIN)/drvae-data simulate --out $(RUN_DIR)/simulated --n 600 --size 128 --seed 0
+	$(BIN)/drvae-data inspect --source aptos --root $(RUN_DIR)/simulated
+	$(BIN)/drvae-data prepare --source aptos --root $(RUN_DIR)/simulated --size 64 --cache-dir $(RUN_DIR)/cache
+
+test: $(STAMP) ## The fast test suite (slow tests deselected)
+	$(BIN)/pytest -q
+
+test-full: $(STAMP) ## Every test, slow and data ones included
+	$(BIN)/pytest -q -m ''
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP) ## Benchmarks (simulator speed, cache speed-up, learnability)
+	$(BIN)/python -m drvae.bench
+
+clean: ## Remove caches and run outputs (keeps .venv)
+	rm -rf runs .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,53 @@
+"""Dataset readers: every public DR dataset in its published layout, as one record type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drvae.data.readers.ddr import read_ddr
+from drvae.data.readers.generic import read_csv, read_folder
+from drvae.data.readers.idrid import read_idrid
+from drvae.data.readers.kaggle import read_aptos, read_eyepacs
+from drvae.data.readers.messidor2 import read_messidor2
+from drvae.data.readers.retinamnist import read_retinamnist
+from drvae.data.records import DataError, OnError, ProblemLog, ReadResult
+
+READERS: dict[str, Callable[..., ReadResult]] = {
+    "aptos": read_aptos,
+    "eyepacs": read_eyepacs,
+    "idrid": read_idrid,
+    "messidor2": read_messidor2,
+    "ddr": read_ddr,
+    "retinamnist": read_retinamnist,
+    "csv": read_csv,
+    "folder": read_folder,
+}
+
+
+def read_dataset(
+    source: str, root: str | Path, on_error: OnError = "raise", **options: Any
+) -> ReadResult:
+    """Read a dataset; bad rows raise `DataError`, or with `on_error="skip"` are listed in
+    `ReadResult.problems`. An empty result is always an error: nothing to train on."""
+    if source not in READERS:
+        raise DataError(f"unknown dataset source {source!r}; expected one of {sorted(READERS)}")
+    root = Path(root).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"{root}: dataset root not found")
+    log = ProblemLog(on_error)
+    try:
+        result = READERS[source](root, log, **options)
+    except TypeError as error:  # an option this reader does not take
+        raise DataError(f"{source} reader: {error}") from None
+    result.problems = log.problems + result.problems
+    if not result.records:
+        raise DataError(
+            f"{root}: no usable images found for source {source!r} "
+            f"({len(result.problems)} problem(s), excluded {dict(result.excluded)})"
+        )
+    return result
+
+
+__all__ = ["READERS", "read_dataset"]
