@@ -1,0 +1,167 @@
+"""`drvae-data`: simulate the default dataset, inspect a dataset, build its cache, split it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drvae.data.cache import build_cache
+from drvae.data.inspect import format_summary, summarise
+from drvae.data.preprocess import PreprocessConfig
+from drvae.data.readers import READERS, read_dataset
+from drvae.data.records import DataError
+from drvae.data.splits import make_splits
+
+
+def _options(pairs: Sequence[str]) -> dict[str, str]:
+    """Reader options given as KEY=VALUE (e.g. for the csv reader: image_column=file)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"--option {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _read(args: argparse.Namespace, on_error: str = "raise"):
+    return read_dataset(args.source, args.root, on_error=on_error, **_options(args.option))
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    from drvae.data.simulator import DEFAULT_GRADE_FRACTIONS, simulate_dataset
+
+    fractions = DEFAULT_GRADE_FRACTIONS
+    if args.fractions:
+        try:
+            fractions = tuple(float(x) for x in args.fractions.split(","))
+        except ValueError:
+            raise DataError(
+                f"--fractions {args.fractions!r}: expected 5 numbers "
+                "separated by commas, e.g. 0.7,0.1,0.1,0.05,0.05"
+            ) from None
+    counts = simulate_dataset(
+        Path(args.out),
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        fractions=fractions,
+        workers=args.workers,
+        progress=True,
+    )
+    print(f"wrote {args.n} simulated {args.size}px images to {args.out}: per grade {counts}")
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    summary = summarise(_read(args, on_error="skip"), check_images=not args.no_images)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    result = _read(args, on_error="skip" if args.skip_bad else "raise")
+    if result.problems:
+        print(f"skipping {len(result.problems)} bad row(s), e.g. {result.problems[0]}")
+    config = PreprocessConfig(
+        size=args.size, crop_fov=not args.no_crop, ben_graham=args.ben_graham, clahe=args.clahe
+    )
+    cache = build_cache(
+        result.records,
+        config,
+        args.cache_dir,
+        workers=args.workers,
+        on_error="skip" if args.skip_bad else "raise",
+    )
+    m = cache.manifest
+    print(
+        f"cache: {cache.folder}\n  {m['n_images']} images {args.size}px, per grade "
+        f"{m['per_grade']}; built in {m['build_seconds']} s ({m['images_per_second']} img/s, "
+        f"{m['workers']} workers); {m['n_skipped']} skipped"
+    )
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    records = _read(args).records
+    splits = make_splits(
+        records,
+        args.val_fraction,
+        args.test_fraction,
+        args.seed,
+        n_folds=args.folds,
+        fold=args.fold,
+    )
+    print(json.dumps(splits.per_grade(records), indent=2))
+
+
+def _dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, choices=sorted(READERS))
+    parser.add_argument("--root", required=True, type=Path, help="the dataset's folder")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reader option, e.g. csv=labels.csv image_column=file (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drvae-data", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("simulate", help="write a simulated fundus dataset (APTOS layout)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fractions", help="grade 0-4 fractions, e.g. 0.5,0.2,0.15,0.1,0.05")
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("inspect", help="per-grade counts, sizes, patients, problems")
+    _dataset_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--no-images", action="store_true", help="skip reading image headers")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("prepare", help="build the preprocessing cache")
+    _dataset_args(p)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--cache-dir", type=Path, default=Path("runs/cache"))
+    p.add_argument("--no-crop", action="store_true", help="keep the frame (no FOV crop)")
+    p.add_argument("--ben-graham", action="store_true", help="Ben Graham normalisation")
+    p.add_argument("--clahe", action="store_true", help="CLAHE on lightness")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default: cores)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip unreadable rows/images, listing them in the cache's skipped.csv",
+    )
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("split", help="per-grade counts of the train/val/test split")
+    _dataset_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--test-fraction", type=float, default=0.15)
+    p.add_argument("--folds", type=int, default=None, help="k-fold: number of folds")
+    p.add_argument("--fold", type=int, default=0)
+    p.set_defaults(func=cmd_split)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DataError as error:
+        print(f"drvae-data: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""A dataset's summary: per-grade counts, patients, image sizes, and the problems found."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from drvae.data.preprocess import _npz_array
+from drvae.data.records import Problem, ReadResult, Record
+
+
+def _image_size(record: Record) -> str:
+    """ "WxH" from the file header (no full decode), or from the array's shape."""
+    if record.array_key is not None:
+        height, width = _npz_array(record.path, record.array_key).shape[1:3]
+        return f"{width}x{height}"
+    with Image.open(record.path) as image:
+        return f"{image.width}x{image.height}"
+
+
+def summarise(result: ReadResult, check_images: bool = True) -> dict[str, Any]:
+    """Counts and problems as a JSON-ready dict. With `check_images`, each image's header is
+    read, so unreadable files show up as problems (a full decode is `prepare`'s job)."""
+    records = result.records
+    problems = list(result.problems)
+    sizes: Counter[str] = Counter()
+    if check_images:
+        for record in tqdm(records, desc="reading headers", unit="img", mininterval=1.0):
+            try:
+                sizes[_image_size(record)] += 1
+            except (OSError, UnidentifiedImageError, ValueError) as error:
+                problems.append(Problem(record.origin, f"unreadable image {record.path}: {error}"))
+    return {
+        "source": records[0].source,
+        "n_images": len(records),
+        "per_grade": result.per_grade(),
+        "n_patients": len({r.patient for r in records}),
+        "eyes": dict(Counter(r.eye or "unknown" for r in records)),
+        "official_splits": dict(Counter(r.split for r in records if r.split)),
+        "image_sizes": dict(sizes.most_common()),
+        "excluded": dict(result.excluded),
+        "problems": [str(p) for p in problems],
+    }
+
+
+def format_summary(summary: dict[str, Any], max_problems: int = 20) -> str:
+    """The summary as lines a person reads."""
+    n = summary["n_images"]
+    lines = [f"{summary['source']}: {n} images, {summary['n_patients']} patients"]
+    for grade, count in summary["per_grade"].items():
+        lines.append(f"  grade {grade}: {count:7d}  ({100 * count / n:5.1f}%)")
+    if summary["official_splits"]:
+        lines.append(f"  official splits: {summary['official_splits']}")
+    sizes = list(summary["image_sizes"].items())
+    if sizes:
+        shown = ", ".join(f"{s} x{c}" for s, c in sizes[:5])
+        lines.append(f"  image sizes: {shown}{' ...' if len(sizes) > 5 else ''}")
+    for reason, count in summary["excluded"].items():
+        lines.append(f"  excluded: {count} {reason}")
+    problems = summary["problems"]
+    lines.append(f"  problems: {len(problems)}")
+    lines += [f"    {p}" for p in problems[:max_problems]]
+    if len(problems) > max_problems:
+        lines.append(f"    ... and {len(problems) - max_problems} more (see --json)")
+    return "\n".join(lines)
