@@ -211,6 +211,9 @@ def build_cache(
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "manifest.json").is_file():
-            shutil.rmtree(folder, ignore_errors=True)  # never trust a folder without manifest
+            # Under the lock, a folder without manifest or a temporary folder is a dead
+            # build's leftover (a killed process runs no clean-up): never trusted, removed.
+            for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
+                shutil.rmtree(leftover, ignore_errors=True)
             _build(folder, records, config, workers or os.cpu_count() or 1, on_error)
     return open_cache(folder)
