@@ -70,9 +70,8 @@ def cache_key(records: Sequence[Record], config: PreprocessConfig) -> str:
     return digest.hexdigest()
 
 
-def cache_folder(cache_dir: Path, records: Sequence[Record], config: PreprocessConfig) -> Path:
-    source = records[0].source if records else "empty"
-    return Path(cache_dir) / f"{source}-{config.size}px-{cache_key(records, config)[:16]}"
+def cache_folder(cache_dir: Path, source: str, config: PreprocessConfig, key: str) -> Path:
+    return Path(cache_dir) / f"{source}-{config.size}px-{key[:16]}"
 
 
 def _decode(job: tuple[Record, PreprocessConfig]) -> np.ndarray | str:
@@ -140,6 +139,7 @@ def _write_index(tmp: Path, records: Sequence[Record], skipped: Sequence[Problem
 
 def _build(
     folder: Path,
+    key: str,
     records: Sequence[Record],
     config: PreprocessConfig,
     workers: int,
@@ -155,7 +155,7 @@ def _build(
         _write_index(tmp, kept, skipped)
         counts = Counter(r.grade for r in kept)
         manifest = {
-            "key": cache_key(records, config),
+            "key": key,
             "preprocessing": config.as_dict(),
             "n_images": len(kept),
             "n_skipped": len(skipped),
@@ -207,7 +207,8 @@ def build_cache(
     """
     if not records:
         raise DataError("no records to cache")
-    folder = cache_folder(Path(cache_dir), records, config)
+    key = cache_key(records, config)
+    folder = cache_folder(Path(cache_dir), records[0].source, config, key)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "manifest.json").is_file():
@@ -215,5 +216,5 @@ def build_cache(
             # build's leftover (a killed process runs no clean-up): never trusted, removed.
             for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
                 shutil.rmtree(leftover, ignore_errors=True)
-            _build(folder, records, config, workers or os.cpu_count() or 1, on_error)
+            _build(folder, key, records, config, workers or os.cpu_count() or 1, on_error)
     return open_cache(folder)
