@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ READERS: dict[str, Callable[..., ReadResult]] = {
 }
 
 
+def _option_names(reader: Callable[..., ReadResult]) -> list[str]:
+    return list(inspect.signature(reader).parameters)[2:]
+
+
 def read_dataset(
     source: str, root: str | Path, on_error: OnError = "raise", **options: Any
 ) -> ReadResult:
@@ -37,10 +42,12 @@ def read_dataset(
     if not root.exists():
         raise DataError(f"{root}: dataset root not found")
     log = ProblemLog(on_error)
+    reader = READERS[source]
     try:
-        result = READERS[source](root, log, **options)
-    except TypeError as error:  # an option this reader does not take
-        raise DataError(f"{source} reader: {error}") from None
+        inspect.signature(reader).bind(root, log, **options)
+    except TypeError as error:
+        raise DataError(f"{source} reader: {error}; it takes {_option_names(reader)}") from None
+    result = reader(root, log, **options)
     result.problems = log.problems + result.problems
     if not result.records:
         raise DataError(

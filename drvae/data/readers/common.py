@@ -27,19 +27,29 @@ def read_csv_rows(path: Path, required: Sequence[str]) -> Iterator[tuple[str, di
     require_file(path, "label file")
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
-        header = next((row for row in reader if any(c.strip() for c in row)), None)
-        if header is None:
-            raise DataError(f"{path}: the file is empty; expected a header with {list(required)}")
-        names = [h.strip() for h in header]
-        missing = [c for c in required if c not in names]
-        if missing:
-            found = [n for n in names if n]
-            raise DataError(f"{path}: missing column(s) {missing}; found {found}")
-        for row in reader:
-            if not any(c.strip() for c in row):
-                continue
-            cells = {n: c.strip() for n, c in zip(names, row, strict=False) if n}
-            yield f"{path}:{reader.line_num}", cells
+        try:
+            header = next((row for row in reader if any(c.strip() for c in row)), None)
+            if header is None:
+                raise DataError(
+                    f"{path}: the file is empty; expected a header with {list(required)}"
+                )
+            names = [h.strip() for h in header]
+            missing = [c for c in required if c not in names]
+            if missing:
+                found = [n for n in names if n]
+                raise DataError(f"{path}: missing column(s) {missing}; found {found}")
+            rows = 0
+            for row in reader:
+                if not any(c.strip() for c in row):
+                    continue
+                rows += 1
+                row += [""] * (len(names) - len(row))  # a short row: its missing cells are empty
+                cells = {n: c.strip() for n, c in zip(names, row, strict=False) if n}
+                yield f"{path}:{reader.line_num}", cells
+            if not rows:
+                raise DataError(f"{path}: no rows after the header; expected one row per image")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error}); expected a UTF-8 CSV") from None
 
 
 def parse_grade(text: str, origin: str, log: ProblemLog, column: str = "grade") -> int | None:
@@ -85,7 +95,8 @@ class ImageDir:
                     self.by_stem.setdefault(stem, []).append(entry.name)
 
     def find(self, name: str) -> Path | None:
-        """The file called `name`, or `name` + one image extension when `name` has none."""
+        """The file called `name`; failing that, the file with `name`'s stem and an image
+        extension (label files often omit it, or name the .png of a converted .tif)."""
         key = name.lower()
         if key in self.by_name:
             return self.folder / self.by_name[key]

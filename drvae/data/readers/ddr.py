@@ -28,7 +28,10 @@ def read_ddr(root: Path, log: ProblemLog) -> ReadResult:
     for part, split in PARTS.items():
         listing = require_file(release / f"{part}.txt", f"DDR {part} list")
         finder = ImageFinder(release / part)
-        lines = listing.read_text(encoding="utf-8-sig").splitlines()
+        try:
+            lines = listing.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as error:
+            raise DataError(f"{listing}: not UTF-8 text ({error}); expected a UTF-8 list") from None
         for number, line in enumerate(lines, start=1):
             origin = f"{listing}:{number}"
             fields = line.split()

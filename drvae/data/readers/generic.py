@@ -44,7 +44,9 @@ def read_csv(
         path = finder.find(row[image_column], origin, log)
         eye = EYES.get(row[eye_column].lower(), "?") if eye_column else None
         split = row[split_column].lower() if split_column else None
-        if eye == "?":
+        if patient_column and not row[patient_column]:
+            log.report(origin, f"{patient_column} is empty; expected a patient id")
+        elif eye == "?":
             log.report(origin, f"{eye_column} {row[eye_column]!r} is not left/right")
         elif split is not None and split not in SPLITS:
             log.report(origin, f"{split_column} {row[split_column]!r} is not one of {SPLITS}")

@@ -15,7 +15,7 @@ SCHEMAS = (("image_id", "adjudicated_dr_grade"), ("id_code", "diagnosis"))
 def _find_labels(root: Path) -> tuple[Path, tuple[str, str]]:
     """The first CSV in `root` whose header matches a known schema."""
     for path in sorted(root.glob("*.csv")):
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
             header = {h.strip() for h in next(csv.reader(f), [])}
         for schema in SCHEMAS:
             if {*schema, "adjudicated_gradable"} <= header:

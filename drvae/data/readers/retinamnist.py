@@ -24,12 +24,12 @@ def _find_npz(root: Path) -> Path:
 
 def _load_part(npz: np.lib.npyio.NpzFile, path: Path, part: str) -> tuple[tuple, np.ndarray]:
     """The shape of a part's images and its labels, checked against each other."""
-    try:
-        images, labels = npz[f"{part}_images"], npz[f"{part}_labels"].reshape(-1)
-    except KeyError as missing:
+    missing = [key for key in (f"{part}_images", f"{part}_labels") if key not in npz.files]
+    if missing:
         raise DataError(
-            f"{path}: missing array {missing}; expected {part}_images and {part}_labels"
-        ) from None
+            f"{path}: missing array(s) {missing}; expected {part}_images and {part}_labels"
+        )
+    images, labels = npz[f"{part}_images"], npz[f"{part}_labels"].reshape(-1)
     if images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(
             f"{path}: {part}_images has shape {images.shape} but {part}_labels has "

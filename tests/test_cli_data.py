@@ -1,0 +1,121 @@
+"""`drvae-data inspect`: the summary a person (or a script, with --json) reads."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+
+from drvae.data.cli import main
+
+if TYPE_CHECKING:
+    from conftest import Layout
+
+
+def inspect_json(layout: Layout, capsys, *extra: str) -> dict:
+    argv = ["inspect", "--source", layout.source, "--root", str(layout.root), "--json"]
+    options = [
+        arg for key, value in layout.options.items() for arg in ("--option", f"{key}={value}")
+    ]
+    assert main([*argv, *options, *extra]) == 0
+    out = capsys.readouterr().out
+    return json.loads(out)
+
+
+def test_inspect_json_counts_grades_patients_and_problems(aptos: Layout, capsys) -> None:
+    summary = inspect_json(aptos, capsys)
+    assert summary["source"] == "aptos"
+    assert summary["n_images"] == 10
+    assert summary["per_grade"] == {str(g): n for g, n in aptos.per_grade.items()}
+    assert summary["n_patients"] == 10
+    assert summary["problems"] == []
+    assert summary["image_sizes"] == {"8x8": 10}
+
+
+@pytest.mark.parametrize(
+    "name", ["eyepacs", "idrid", "messidor2", "ddr", "retinamnist", "generic_csv", "folder"]
+)
+def test_inspect_json_for_every_source(name: str, capsys, request) -> None:
+    layout: Layout = request.getfixturevalue(name)
+    summary = inspect_json(layout, capsys)
+    assert summary["n_images"] + sum(summary["excluded"].values()) == layout.rows
+    assert summary["per_grade"] == {str(g): n for g, n in layout.per_grade.items()}
+    assert summary["n_patients"] == layout.n_patients
+    assert summary["official_splits"] == layout.splits
+    assert summary["problems"] == []
+
+
+def test_inspect_lists_bad_rows_and_keeps_the_good_ones(aptos: Layout, capsys) -> None:
+    line = aptos.append("ffffffffffff,1\n000c1434d8d7,7\n")
+    summary = inspect_json(aptos, capsys)
+    assert summary["n_images"] == 10
+    assert [p.split(": ", 1)[0] for p in summary["problems"]] == [
+        f"{aptos.label}:{line}",
+        f"{aptos.label}:{line + 1}",
+    ]
+    assert "not found" in summary["problems"][0]
+    assert "diagnosis '7' is outside 0-4" in summary["problems"][1]
+
+
+def test_inspect_lists_a_corrupt_image(aptos_jpg: Layout, capsys) -> None:
+    corrupt = aptos_jpg.root / "train_images" / "001639a390f0.jpg"
+    corrupt.write_bytes(np.random.default_rng(3).bytes(300))
+    summary = inspect_json(aptos_jpg, capsys)
+    (problem,) = summary["problems"]
+    assert problem.startswith(f"{aptos_jpg.label}:3: unreadable image {corrupt}")
+
+
+def test_inspect_without_reading_images(aptos_jpg: Layout, capsys) -> None:
+    (aptos_jpg.root / "train_images" / "001639a390f0.jpg").write_bytes(b"not a jpeg")
+    summary = inspect_json(aptos_jpg, capsys, "--no-images")
+    assert summary["image_sizes"] == {} and summary["problems"] == []
+
+
+def test_inspect_as_text(eyepacs: Layout, capsys) -> None:
+    assert main(["inspect", "--source", "eyepacs", "--root", str(eyepacs.root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("eyepacs: 9 images, 6 patients")
+    assert "grade 0:       4  ( 44.4%)" in out
+    assert "problems: 0" in out
+
+
+def test_inspect_excluded_rows_are_shown(ddr: Layout, capsys) -> None:
+    assert main(["inspect", "--source", "ddr", "--root", str(ddr.root)]) == 0
+    assert "excluded: 2 ungradable (grade 5)" in capsys.readouterr().out
+
+
+def test_an_error_exits_2_with_the_message_on_stderr(aptos: Layout, capsys) -> None:
+    aptos.label.unlink()
+    assert main(["inspect", "--source", "aptos", "--root", str(aptos.root), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("drvae-data: error: ")
+    assert f"{aptos.label}: label file not found" in captured.err
+
+
+def test_a_missing_root_exits_2(tmp_path, capsys) -> None:
+    missing = tmp_path.resolve() / "nowhere"
+    assert main(["inspect", "--source", "aptos", "--root", str(missing)]) == 2
+    assert f"{missing}: dataset root not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("image_column", "--option 'image_column': expected KEY=VALUE"),
+        ("colour=red", "aptos reader"),
+    ],
+)
+def test_bad_reader_options_exit_2(aptos: Layout, option: str, expected: str, capsys) -> None:
+    argv = ["inspect", "--source", "aptos", "--root", str(aptos.root), "--option", option]
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_an_unknown_source_is_refused_by_the_parser(aptos: Layout, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", "--source", "kaggle", "--root", str(aptos.root)])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'kaggle'" in capsys.readouterr().err
