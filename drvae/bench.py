@@ -47,8 +47,13 @@ def timed(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
 def bench_simulator(work: Path, n: int, size: int = 128) -> dict[str, float]:
     runs = iter(range(100))
     seconds, _ = timed(lambda: simulate_dataset(work / f"sim{next(runs)}", n, size, workers=2))
-    return {"n": n, "size": size, "workers": 2, "seconds": round(seconds, 2),
-            "images_per_second": round(n / seconds, 1)}
+    return {
+        "n": n,
+        "size": size,
+        "workers": 2,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(n / seconds, 1),
+    }
 
 
 def write_full_resolution(root: Path, n: int, width: int = 3888, height: int = 2592) -> None:
@@ -59,8 +64,9 @@ def write_full_resolution(root: Path, n: int, width: int = 3888, height: int = 2
     rows = ["id_code,diagnosis"]
     for i in range(n):
         rng = np.random.default_rng([7, i])
-        eye = cv2.resize(render_fundus(i % 5, 512, rng), (height, height),
-                         interpolation=cv2.INTER_CUBIC)  # (H, H, 3)
+        eye = cv2.resize(
+            render_fundus(i % 5, 512, rng), (height, height), interpolation=cv2.INTER_CUBIC
+        )  # (H, H, 3)
         frame = np.zeros((height, width, 3), np.uint8)
         left = (width - height) // 2
         frame[:, left : left + height] = eye
@@ -88,8 +94,11 @@ def bench_cache(work: Path, n: int, size: int = 128) -> dict[str, Any]:
     second, _ = timed(lambda: np.asarray(open_cache(cache.folder).images).sum())
     megabytes = sum(r.path.stat().st_size for r in records) / n / 1e6
     return {
-        "n": n, "source_size": "3888x2592 JPEG", "mean_file_mb": round(megabytes, 2),
-        "size": size, "workers": 2,
+        "n": n,
+        "source_size": "3888x2592 JPEG",
+        "mean_file_mb": round(megabytes, 2),
+        "size": size,
+        "workers": 2,
         "plain_pil_images_per_second": round(n / plain, 2),
         "first_pass_images_per_second": round(n / first, 2),
         "second_pass_images_per_second": round(n / second, 1),
@@ -98,8 +107,9 @@ def bench_cache(work: Path, n: int, size: int = 128) -> dict[str, Any]:
     }
 
 
-def _batches(images: np.ndarray, grades: np.ndarray, batch: int, shuffle: bool,
-             rng: np.random.Generator):
+def _batches(
+    images: np.ndarray, grades: np.ndarray, batch: int, shuffle: bool, rng: np.random.Generator
+):
     order = rng.permutation(len(images)) if shuffle else np.arange(len(images))
     for start in range(0, len(order), batch):
         idx = np.sort(order[start : start + batch])
@@ -107,8 +117,9 @@ def _batches(images: np.ndarray, grades: np.ndarray, batch: int, shuffle: bool,
         yield x.float().div(255), torch.from_numpy(grades[idx])  # (B, 3, S, S), (B,)
 
 
-def train_small_cnn(images: np.ndarray, grades: np.ndarray, splits, epochs: int,
-                    seed: int = 0) -> dict[str, Any]:
+def train_small_cnn(
+    images: np.ndarray, grades: np.ndarray, splits, epochs: int, seed: int = 0
+) -> dict[str, Any]:
     """resnet10t from scratch, AdamW, horizontal flips; scored on the test split."""
     import timm
     from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, recall_score
@@ -134,7 +145,9 @@ def train_small_cnn(images: np.ndarray, grades: np.ndarray, splits, epochs: int,
         logits = [model(x) for x, _ in _batches(images[splits.test], test_y, 256, False, rng)]
     predicted = torch.cat(logits).argmax(1).numpy()
     return {
-        "epochs": epochs, "train_images": len(train_y), "test_images": len(test_y),
+        "epochs": epochs,
+        "train_images": len(train_y),
+        "test_images": len(test_y),
         "train_seconds": round(seconds, 1),
         "accuracy": round(float((predicted == test_y).mean()), 3),
         "balanced_accuracy": round(balanced_accuracy_score(test_y, predicted), 3),
@@ -144,8 +157,9 @@ def train_small_cnn(images: np.ndarray, grades: np.ndarray, splits, epochs: int,
     }
 
 
-def bench_learnability(work: Path, n: int, size: int, epochs: int,
-                       fractions: tuple[float, ...]) -> dict[str, Any]:
+def bench_learnability(
+    work: Path, n: int, size: int, epochs: int, fractions: tuple[float, ...]
+) -> dict[str, Any]:
     root = work / f"learn{size}-{len(list(work.iterdir()))}"
     simulate_dataset(root, n, size=128, seed=1, fractions=fractions, workers=2)
     records = read_dataset("aptos", root).records
@@ -156,16 +170,27 @@ def bench_learnability(work: Path, n: int, size: int, epochs: int,
 
 
 def machine() -> dict[str, str]:
-    return {"platform": platform.platform(), "processor": platform.processor() or "unknown",
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": str(torch.get_num_threads()), "drvae": __version__}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or "unknown",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": str(torch.get_num_threads()),
+        "drvae": __version__,
+    }
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = ["# Benchmarks", "", f"Command: `{results['command']}`", "",
-             "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
+        "",
+    ]
     for name, figures in results["benchmarks"].items():
         lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in figures.items()] + [""]
@@ -188,8 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         print("cache", benchmarks["cache"], flush=True)
         for size, epochs in ((64, 20), (128, 12)):
             key = f"learnability_{size}px_balanced"
-            benchmarks[key] = bench_learnability(work, max(100, int(3000 * scale)), size,
-                                                 max(1, int(epochs * scale)), balanced)
+            benchmarks[key] = bench_learnability(
+                work, max(100, int(3000 * scale)), size, max(1, int(epochs * scale)), balanced
+            )
             print(key, benchmarks[key], flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")
     write_results({"command": command, "machine": machine(), "benchmarks": benchmarks}, args.out)

@@ -66,8 +66,9 @@ def test_parallel_workers_give_the_same_pixels(dataset, tmp_path: Path) -> None:
 
 def test_changing_preprocessing_or_a_file_gives_a_new_cache(dataset, tmp_path: Path) -> None:
     base = build_cache(dataset.records, PreprocessConfig(size=16), tmp_path / "c", workers=1)
-    other = build_cache(dataset.records, PreprocessConfig(size=16, clahe=True), tmp_path / "c",
-                        workers=1)
+    other = build_cache(
+        dataset.records, PreprocessConfig(size=16, clahe=True), tmp_path / "c", workers=1
+    )
     assert other.folder != base.folder
     changed = dataset.records[0].path
     Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(changed)
@@ -105,8 +106,9 @@ def test_a_corrupt_image_is_an_error_naming_file_and_row(dataset, tmp_path: Path
 
 def test_skipping_bad_images_lists_each_one(dataset, tmp_path: Path) -> None:
     dataset.records[3].path.write_bytes(b"garbage")
-    cached = build_cache(dataset.records, PreprocessConfig(size=16), tmp_path / "cache",
-                         workers=2, on_error="skip")
+    cached = build_cache(
+        dataset.records, PreprocessConfig(size=16), tmp_path / "cache", workers=2, on_error="skip"
+    )
     assert len(cached) == 11 and cached.manifest["n_skipped"] == 1
     assert "img003" not in {r.image_id for r in cached.records}
     rows = list(csv.DictReader((cached.folder / "skipped.csv").open()))

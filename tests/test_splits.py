@@ -16,8 +16,16 @@ def make_records(n_patients: int = 400, split: str | None = None, seed: int = 0)
     rng = np.random.default_rng(seed)
     grades = rng.choice(5, size=2 * n_patients, p=[0.6, 0.1, 0.15, 0.08, 0.07])
     return [
-        Record(f"{p}_{eye}", Path(f"{p}_{eye}.jpeg"), int(grades[2 * p + e]), str(p), "test",
-               f"labels.csv:{2 * p + e + 2}", eye=eye, split=split)
+        Record(
+            f"{p}_{eye}",
+            Path(f"{p}_{eye}.jpeg"),
+            int(grades[2 * p + e]),
+            str(p),
+            "test",
+            f"labels.csv:{2 * p + e + 2}",
+            eye=eye,
+            split=split,
+        )
         for p in range(n_patients)
         for e, eye in enumerate(("left", "right"))
     ]
