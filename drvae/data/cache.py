@@ -16,7 +16,6 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from drvae import __version__
 from drvae.data.preprocess import PreprocessConfig, load_preprocessed
 from drvae.data.records import NUM_GRADES, DataError, OnError, Problem, Record
+from drvae.data.workers import chunk_size, image_pool
 
 FORMAT_VERSION = 1  # bump when the cached pixels would change for the same key
 
@@ -86,12 +86,12 @@ def _decode(job: tuple[Record, PreprocessConfig]) -> np.ndarray | str:
 def _decoded(
     records: Sequence[Record], config: PreprocessConfig, workers: int
 ) -> Iterator[np.ndarray | str]:
-    jobs = ((record, config) for record in records)
+    jobs = [(record, config) for record in records]
     if workers <= 1:
         yield from map(_decode, jobs)
         return
-    with ProcessPoolExecutor(workers) as pool:
-        yield from pool.map(_decode, jobs, chunksize=32)
+    with image_pool(workers) as pool:
+        yield from pool.map(_decode, jobs, chunksize=chunk_size(len(jobs), workers))
 
 
 def _write_images(

@@ -18,9 +18,7 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import cv2
@@ -28,6 +26,7 @@ import numpy as np
 
 from drvae.data import simulator_lesions as sl
 from drvae.data.records import NUM_GRADES, DataError
+from drvae.data.workers import chunk_size, image_pool
 
 # EyePACS-like imbalance: 73.67% grade 0 and 2.16% grade 4 (as the paper states); the remaining
 # 24.17% split over grades 1-3 in the EyePACS training-set proportions 2443:5292:873.
@@ -297,10 +296,6 @@ def _render_file(task: tuple[str, int, int, int, int]) -> None:
         raise OSError(f"could not write {path}")
 
 
-def _init_worker() -> None:
-    cv2.setNumThreads(1)  # the processes are the parallelism; threads would only contend
-
-
 def _render_all(tasks: list[tuple[str, int, int, int, int]], workers: int, progress: bool) -> None:
     from tqdm import tqdm  # a dependency, imported here to keep worker start-up light
 
@@ -310,11 +305,8 @@ def _render_all(tasks: list[tuple[str, int, int, int, int]], workers: int, progr
             _render_file(task)
             bar.update()
     else:
-        chunk = max(1, min(64, len(tasks) // (workers * 8)))
-        # spawn, not fork: the caller may hold threads (torch, cv2) that fork would break
-        ctx = get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-            for _ in pool.map(_render_file, tasks, chunksize=chunk):
+        with image_pool(workers) as pool:
+            for _ in pool.map(_render_file, tasks, chunksize=chunk_size(len(tasks), workers, 64)):
                 bar.update()
     bar.close()
 
