@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +122,24 @@ def test_a_folder_without_manifest_is_never_trusted(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     with pytest.raises(DataError, match="no manifest"):
         open_cache(tmp_path / "half")
+
+
+def test_workers_start_cleanly_after_the_caller_used_cv2_threads(dataset, tmp_path: Path) -> None:
+    """Forked workers deadlocked in cv2 once the caller had used cv2's thread pool."""
+    script = f"""
+import cv2, numpy as np
+from pathlib import Path
+from drvae.data.cache import build_cache
+from drvae.data.preprocess import PreprocessConfig
+from drvae.data.readers import read_dataset
+if __name__ == "__main__":
+    cv2.resize(np.zeros((4000, 4000, 3), np.uint8), (1000, 1000), interpolation=cv2.INTER_AREA)
+    records = read_dataset("aptos", {str(dataset.records[0].path.parents[1])!r}).records
+    print(len(build_cache(records, PreprocessConfig(size=16), Path({str(tmp_path)!r}), 2)))
+"""
+    (tmp_path / "job.py").write_text(script)
+    done = subprocess.run(
+        [sys.executable, str(tmp_path / "job.py")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "12"
