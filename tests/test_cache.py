@@ -56,6 +56,7 @@ def test_second_pass_reuses_the_cache_without_decoding(dataset, tmp_path, monkey
     monkeypatch.setattr(cache_module, "_decode", no_decoding)
     second = build_cache(dataset.records, config, tmp_path / "cache", workers=1)
     assert second.folder == first.folder
+    assert not first.reused and second.reused
     assert np.array_equal(np.asarray(second.images), np.asarray(first.images))
 
 

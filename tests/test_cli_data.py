@@ -1,4 +1,4 @@
-"""`drvae-data inspect`: the summary a person (or a script, with --json) reads."""
+"""`drvae-data`: inspect (for a person, or a script with --json), prepare, split, simulate."""
 
 from __future__ import annotations
 
@@ -119,3 +119,74 @@ def test_an_unknown_source_is_refused_by_the_parser(aptos: Layout, capsys) -> No
         main(["inspect", "--source", "kaggle", "--root", str(aptos.root)])
     assert exit_.value.code == 2
     assert "invalid choice: 'kaggle'" in capsys.readouterr().err
+
+
+def test_prepare_builds_then_reuses_the_cache(aptos: Layout, tmp_path, capsys) -> None:
+    argv = [
+        "prepare",
+        "--source",
+        "aptos",
+        "--root",
+        str(aptos.root),
+        "--size",
+        "16",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--workers",
+        "1",
+    ]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "10 images at 16 px" in first and "\n  built in" in first
+    assert main(argv) == 0
+    assert "reused: was built" in capsys.readouterr().out
+    assert len(list((tmp_path / "cache").glob("*/manifest.json"))) == 1
+
+
+def test_split_prints_per_grade_counts_per_split(eyepacs: Layout, capsys) -> None:
+    argv = [
+        "split",
+        "--source",
+        "eyepacs",
+        "--root",
+        str(eyepacs.root),
+        "--json",
+        "--val-fraction",
+        "0.25",
+        "--test-fraction",
+        "0.25",
+    ]
+    assert main(argv) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert set(counts) == {"train", "val", "test"}
+    total = sum(sum(per_grade.values()) for per_grade in counts.values())
+    assert total == eyepacs.rows
+
+
+def test_simulate_writes_a_dataset_the_aptos_reader_reads(tmp_path, capsys) -> None:
+    out = tmp_path / "sim"
+    argv = [
+        "simulate",
+        "--out",
+        str(out),
+        "--n",
+        "12",
+        "--size",
+        "32",
+        "--workers",
+        "1",
+        "--fractions",
+        "0.2,0.2,0.2,0.2,0.2",
+    ]
+    assert main(argv) == 0
+    assert main(["inspect", "--source", "aptos", "--root", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert summary["n_images"] == 12 and summary["image_sizes"] == {"32x32": 12}
+    assert main(argv) == 2  # never overwrites an earlier dataset
+    assert "already exists and is not an empty folder" in capsys.readouterr().err
+
+
+def test_simulate_refuses_bad_fractions(tmp_path, capsys) -> None:
+    argv = ["simulate", "--out", str(tmp_path / "s"), "--n", "5", "--fractions", "0.5,x"]
+    assert main(argv) == 2
+    assert "--fractions '0.5,x': expected 5 numbers" in capsys.readouterr().err

@@ -39,6 +39,7 @@ class CachedDataset:
     records: list[Record]
     images: np.ndarray  # (N, S, S, 3) uint8, memory-mapped
     manifest: dict
+    reused: bool = True  # False when this call built it
 
     @property
     def grades(self) -> np.ndarray:
@@ -211,10 +212,13 @@ def build_cache(
     folder = cache_folder(Path(cache_dir), records[0].source, config, key)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if not (folder / "manifest.json").is_file():
+        reused = (folder / "manifest.json").is_file()
+        if not reused:
             # Under the lock, a folder without manifest or a temporary folder is a dead
             # build's leftover (a killed process runs no clean-up): never trusted, removed.
             for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
                 shutil.rmtree(leftover, ignore_errors=True)
             _build(folder, key, records, config, workers or os.cpu_count() or 1, on_error)
-    return open_cache(folder)
+    cached = open_cache(folder)
+    cached.reused = reused
+    return cached

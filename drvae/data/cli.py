@@ -61,25 +61,25 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 
 
+def _grades(per_grade: dict) -> str:
+    return "  ".join(f"{grade}:{count}" for grade, count in per_grade.items())
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
-    result = _read(args, on_error="skip" if args.skip_bad else "raise")
+    on_error = "skip" if args.skip_bad else "raise"
+    result = _read(args, on_error=on_error)
     if result.problems:
         print(f"skipping {len(result.problems)} bad row(s), e.g. {result.problems[0]}")
     config = PreprocessConfig(
         size=args.size, crop_fov=not args.no_crop, ben_graham=args.ben_graham, clahe=args.clahe
     )
-    cache = build_cache(
-        result.records,
-        config,
-        args.cache_dir,
-        workers=args.workers,
-        on_error="skip" if args.skip_bad else "raise",
-    )
+    cache = build_cache(result.records, config, args.cache_dir, args.workers, on_error)
     m = cache.manifest
     print(
-        f"cache: {cache.folder}\n  {m['n_images']} images {args.size}px, per grade "
-        f"{m['per_grade']}; built in {m['build_seconds']} s ({m['images_per_second']} img/s, "
-        f"{m['workers']} workers); {m['n_skipped']} skipped"
+        f"cache: {cache.folder}\n  {m['n_images']} images at {args.size} px, per grade "
+        f"{_grades(m['per_grade'])}; {m['n_skipped']} skipped\n  "
+        f"{'reused: was built' if cache.reused else 'built'} in {m['build_seconds']} s"
+        f" ({m['images_per_second']} img/s, {m['workers']} workers) on {m['created']}"
     )
 
 
@@ -93,7 +93,14 @@ def cmd_split(args: argparse.Namespace) -> None:
         n_folds=args.folds,
         fold=args.fold,
     )
-    print(json.dumps(splits.per_grade(records), indent=2))
+    counts = splits.per_grade(records)
+    if args.json:
+        print(json.dumps(counts, indent=2))
+        return
+    print(f"{'split':6s}" + "".join(f"{'grade ' + str(g):>9s}" for g in range(5)) + "    total")
+    for name, per_grade in counts.items():
+        cells = "".join(f"{n:9d}" for n in per_grade.values())
+        print(f"{name:6s}{cells}{sum(per_grade.values()):9d}")
 
 
 def _dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -149,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.15)
     p.add_argument("--folds", type=int, default=None, help="k-fold: number of folds")
     p.add_argument("--fold", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="per-grade counts as JSON")
     p.set_defaults(func=cmd_split)
     return parser
 
