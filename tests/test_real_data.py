@@ -64,3 +64,23 @@ def test_retinamnist(capsys) -> None:
     assert summary["official_splits"] == {"train": 1080, "val": 120, "test": 400}
     assert summary["per_grade"] == grades(714, 186, 326, 282, 92)
     assert summary["image_sizes"] == {"28x28": 1600}
+
+
+def test_eyepacs64_cache_and_patient_grouped_splits(tmp_path: Path) -> None:
+    from drvae.data.cache import build_cache
+    from drvae.data.preprocess import PreprocessConfig
+    from drvae.data.readers import read_dataset
+    from drvae.data.splits import make_splits
+
+    records = read_dataset("eyepacs", dataset("eyepacs64")).records
+    cached = build_cache(records, PreprocessConfig(size=64), tmp_path, workers=2)
+    assert cached.images.shape == (5000, 64, 64, 3)
+    corners = cached.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # (N, 4, 3)
+    assert (corners.max(axis=(1, 2)) < 40).mean() > 0.95  # field of view cropped, black around
+    splits = make_splits(cached.records, seed=0)
+    patients = [
+        {cached.records[i].patient for i in part}
+        for part in (splits.train, splits.val, splits.test)
+    ]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    assert len(splits.train) + len(splits.val) + len(splits.test) == 5000
