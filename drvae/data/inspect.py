@@ -8,14 +8,14 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from drvae.data.preprocess import _npz_array
+from drvae.data.preprocess import npz_array
 from drvae.data.records import Problem, ReadResult, Record
 
 
 def _image_size(record: Record) -> str:
     """ "WxH" from the file header (no full decode), or from the array's shape."""
     if record.array_key is not None:
-        height, width = _npz_array(record.path, record.array_key).shape[1:3]
+        height, width = npz_array(record.path, record.array_key).shape[1:3]
         return f"{width}x{height}"
     with Image.open(record.path) as image:
         return f"{image.width}x{image.height}"

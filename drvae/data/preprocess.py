@@ -34,7 +34,7 @@ class PreprocessConfig:
 
 
 @lru_cache(maxsize=4)
-def _npz_array(path: Path, key: str) -> np.ndarray:
+def npz_array(path: Path, key: str) -> np.ndarray:
     with np.load(path) as npz:
         return npz[key]
 
@@ -52,7 +52,7 @@ def load_image(record: Record, min_size: int = 0) -> np.ndarray:
     least `min_size` on each side: most of the cost of a 4000 px fundus photograph saved.
     """
     if record.array_key is not None:
-        return _as_rgb(_npz_array(record.path, record.array_key)[record.index])
+        return _as_rgb(npz_array(record.path, record.array_key)[record.index])
     try:
         with Image.open(record.path) as image:
             if min_size:
