@@ -48,7 +48,7 @@ def read_dataset(
     except TypeError as error:
         raise DataError(f"{source} reader: {error}; it takes {_option_names(reader)}") from None
     result = reader(root, log, **options)
-    result.problems = log.problems + result.problems
+    result.problems = log.problems  # the readers report through the log only
     if not result.records:
         raise DataError(
             f"{root}: no usable images found for source {source!r} "
