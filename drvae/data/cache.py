@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,10 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 from tqdm.auto import tqdm
 
 from drvae import __version__
+from drvae.atomic import build_once
 from drvae.data.preprocess import PreprocessConfig, load_preprocessed
 from drvae.data.records import NUM_GRADES, DataError, OnError, Problem, Record
 from drvae.data.workers import chunk_size, image_pool
@@ -139,39 +138,32 @@ def _write_index(tmp: Path, records: Sequence[Record], skipped: Sequence[Problem
 
 
 def _build(
-    folder: Path,
+    tmp: Path,
     key: str,
     records: Sequence[Record],
     config: PreprocessConfig,
     workers: int,
     on_error: OnError,
 ) -> None:
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        start = time.perf_counter()
-        kept, skipped = _write_images(tmp, records, config, workers, on_error)
-        seconds = time.perf_counter() - start
-        _write_index(tmp, kept, skipped)
-        counts = Counter(r.grade for r in kept)
-        manifest = {
-            "key": key,
-            "preprocessing": config.as_dict(),
-            "n_images": len(kept),
-            "n_skipped": len(skipped),
-            "per_grade": {g: counts.get(g, 0) for g in range(NUM_GRADES)},
-            "build_seconds": round(seconds, 3),
-            "images_per_second": round(len(records) / max(seconds, 1e-9), 1),
-            "workers": workers,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "drvae_version": __version__,
-            "format_version": FORMAT_VERSION,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # written last
-        os.rename(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    start = time.perf_counter()
+    kept, skipped = _write_images(tmp, records, config, workers, on_error)
+    seconds = time.perf_counter() - start
+    _write_index(tmp, kept, skipped)
+    counts = Counter(r.grade for r in kept)
+    manifest = {
+        "key": key,
+        "preprocessing": config.as_dict(),
+        "n_images": len(kept),
+        "n_skipped": len(skipped),
+        "per_grade": {g: counts.get(g, 0) for g in range(NUM_GRADES)},
+        "build_seconds": round(seconds, 3),
+        "images_per_second": round(len(records) / max(seconds, 1e-9), 1),
+        "workers": workers,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "drvae_version": __version__,
+        "format_version": FORMAT_VERSION,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))  # written last
 
 
 def _record_from_row(row: dict) -> Record:
@@ -210,15 +202,12 @@ def build_cache(
         raise DataError("no records to cache")
     key = cache_key(records, config)
     folder = cache_folder(Path(cache_dir), records[0].source, config, key)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        reused = (folder / "manifest.json").is_file()
-        if not reused:
-            # Under the lock, a folder without manifest or a temporary folder is a dead
-            # build's leftover (a killed process runs no clean-up): never trusted, removed.
-            for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
-                shutil.rmtree(leftover, ignore_errors=True)
-            _build(folder, key, records, config, workers or os.cpu_count() or 1, on_error)
+    workers = workers or os.cpu_count() or 1
+    reused = build_once(
+        folder,
+        lambda f: (f / "manifest.json").is_file(),
+        lambda tmp: _build(tmp, key, records, config, workers, on_error),
+    )
     cached = open_cache(folder)
     cached.reused = reused
     return cached

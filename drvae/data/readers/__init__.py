@@ -13,6 +13,7 @@ from drvae.data.readers.idrid import read_idrid
 from drvae.data.readers.kaggle import read_aptos, read_eyepacs
 from drvae.data.readers.messidor2 import read_messidor2
 from drvae.data.readers.retinamnist import read_retinamnist
+from drvae.data.readers.synthetic import read_synthetic
 from drvae.data.records import DataError, OnError, ProblemLog, ReadResult
 
 READERS: dict[str, Callable[..., ReadResult]] = {
@@ -24,6 +25,7 @@ READERS: dict[str, Callable[..., ReadResult]] = {
     "retinamnist": read_retinamnist,
     "csv": read_csv,
     "folder": read_folder,
+    "synthetic": read_synthetic,
 }
 
 

@@ -1,0 +1,47 @@
+"""Build a folder once, atomically, under a file lock.
+
+The folder is built under a temporary name (`<name>.tmp-<pid>`) and renamed into place only
+when complete, so a crash never leaves a folder that looks finished. Concurrent processes
+wanting the same folder wait on `<name>.lock` instead of building it twice; leftovers of a
+killed build are removed under the lock (a killed process runs no clean-up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+
+def build_once(folder: Path, done: Callable[[Path], bool], build: Callable[[Path], None]) -> bool:
+    """Make sure `folder` is finished (`done(folder)`), calling `build(tmp)` if it is not.
+
+    Returns True when the folder was already there (reused), False when this call built it.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if done(folder):
+            return True
+        for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+        tmp.mkdir()
+        try:
+            build(tmp)
+            os.rename(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return False
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and a rename: readers see the old file or the new."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)

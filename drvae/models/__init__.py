@@ -1,0 +1,1 @@
+"""Models: plain `nn.Module` components and the LightningModules (systems) built on them."""

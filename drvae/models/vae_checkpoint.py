@@ -1,0 +1,56 @@
+"""Load VAE checkpoints safely (`weights_only=True`), refusing files that are not drvae's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, not a drvae VAE, or does not fit the data."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded without executing pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a foreign or damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("drvae") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path}: not a drvae VAE checkpoint")
+    return checkpoint
+
+
+def vae_hparams(path: str | Path) -> dict[str, Any]:
+    return dict(read_checkpoint(path)["hyper_parameters"])
+
+
+def check_vae_fits(path: str | Path, image_size: int, grades: list[int]) -> dict[str, Any]:
+    """Refuse a VAE whose image size differs from the data's or that lacks a needed grade."""
+    hparams = vae_hparams(path)
+    if hparams["image_size"] != image_size:
+        raise CheckpointError(
+            f"{path}: the VAE was trained on {hparams['image_size']} px images but "
+            f"data.image_size is {image_size}"
+        )
+    k = hparams["num_classes"]
+    missing = [g for g in grades if k and not 0 <= g < k]
+    if missing:
+        raise CheckpointError(
+            f"{path}: the VAE knows grades 0-{k - 1}; grade(s) {missing} were requested"
+        )
+    return hparams
+
+
+def load_vae(path: str | Path, device: str | torch.device = "cpu") -> ConditionalVAE:
+    """The VAE rebuilt from its checkpoint alone, in eval mode."""
+    read_checkpoint(path)  # refuses foreign files with a clear message
+    vae = ConditionalVAE.load_from_checkpoint(path, map_location=device, weights_only=True)
+    return vae.eval()

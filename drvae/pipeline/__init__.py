@@ -1,0 +1,1 @@
+"""The stage-cached pipeline behind the `drvae` entry point."""

@@ -1,0 +1,30 @@
+"""`drvae`: the Hydra entry point. It composes the config and hands it to `run`.
+
+    drvae stages=[vae,generate] data=simulated data.n_images=300 data.image_size=32 \\
+        trainer.max_epochs=1 generate.per_grade=4 seed=1 paths.cache_dir=DIR
+
+The heavy imports (torch, Lightning) happen inside `main`: image worker processes import
+this module again, and should not pay for them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="pkg://drvae.conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from drvae.pipeline.run import USER_ERRORS, run
+
+    try:
+        run(cfg)
+    except USER_ERRORS as error:
+        print(f"drvae: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Stage `vae`: train the class-conditional VAE on the TRAIN split (val for monitoring).
+
+With `vae.model.num_classes: 0`, one unconditional VAE is trained per grade on that grade's
+images (the paper's reading); otherwise one VAE conditioned on the grade. The stage folder
+holds `vae.ckpt` (or `vae_grade<g>.ckpt`), the best checkpoint by `vae.monitor`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+
+from drvae.data.dataset import FundusDataModule
+from drvae.data.records import NUM_GRADES, DataError
+from drvae.models.vae import ConditionalVAE
+from drvae.pipeline.data import PreparedData
+from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.training import make_trainer, trainer_key_material
+
+
+def vae_key(cfg: DictConfig, data: PreparedData) -> str:
+    v = cfg.vae
+    return config_key(
+        "vae",
+        data.key,
+        cfg.seed,
+        v.model,
+        v.optimizer,
+        v.scheduler,
+        v.batch_size,
+        v.monitor,
+        trainer_key_material(cfg.trainer),
+    )
+
+
+def build_vae(cfg: DictConfig, image_size: int) -> ConditionalVAE:
+    """The VAE the config describes (before training)."""
+    v = cfg.vae
+    return ConditionalVAE(
+        image_size=image_size,
+        **plain(v.model),
+        optimizer=plain(v.optimizer),
+        scheduler=plain(v.scheduler),
+    )
+
+
+def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
+    """Checkpoint name -> the grades its VAE trains on (None: all, conditioned)."""
+    if cfg.vae.model.num_classes:
+        return {"vae.ckpt": None}
+    train = data.per_grade()["train"]
+    empty = [g for g in range(NUM_GRADES) if not train[g]]
+    if empty:
+        raise DataError(
+            f"vae.model.num_classes=0 trains one VAE per grade, but grade(s) "
+            f"{empty} have no training images"
+        )
+    return {f"vae_grade{g}.ckpt": [g] for g in range(NUM_GRADES)}
+
+
+def _fit_one(
+    cfg: DictConfig, data: PreparedData, grades: list[int] | None, tmp: Path, log_root: Path
+) -> dict[str, Any]:
+    label = "vae" if grades is None else f"vae_grade{grades[0]}"
+    """Train one VAE; its best checkpoint lands at `tmp/checkpoints/best.ckpt`."""
+    model = build_vae(cfg, data.image_size)
+    dm = FundusDataModule(
+        data.cache, data.splits, cfg.vae.batch_size, cfg.data.num_workers, grades=grades
+    )
+    mode = "max" if cfg.vae.monitor.endswith(("elbo", "active_units")) else "min"
+    best = ModelCheckpoint(
+        dirpath=tmp / "checkpoints", filename="best", monitor=cfg.vae.monitor, mode=mode
+    )
+    callbacks: list[L.Callback] = [best]
+    if cfg.vae.get("images"):
+        callbacks.append(instantiate(cfg.vae.images))
+    trainer = make_trainer(cfg, label, log_root / label, callbacks)
+    n_train = len(dm.dataset("train"))
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    fit_seconds = time.perf_counter() - start
+    (metrics,) = trainer.validate(model, datamodule=dm, ckpt_path="best", verbose=False)
+    return {
+        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+        "epochs": trainer.current_epoch,
+        "train_images": n_train,
+        "train_images_per_second": round(n_train * trainer.current_epoch / fit_seconds, 1),
+        "best": best.best_model_path,
+    }
+
+
+def run_vae_stage(
+    cfg: DictConfig, data: PreparedData, store: StageStore, log_root: Path
+) -> StageResult:
+    """Train (or reuse) the VAE(s) for this data, config and seed."""
+    groups = _groups(cfg, data)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        L.seed_everything(cfg.seed, workers=True)
+        fits = {}
+        for name, grades in groups.items():
+            fit = _fit_one(cfg, data, grades, tmp, log_root)
+            shutil.move(fit.pop("best"), tmp / name)
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+            fits[name] = fit
+        return {"checkpoints": list(groups), "fits": fits}
+
+    result = store.run("vae", vae_key(cfg, data), build)
+    fits = result.info["fits"]
+    first = fits[next(iter(fits))]
+    result.info = {
+        "path": str(result.path / next(iter(fits))) if len(fits) == 1 else str(result.path),
+        "checkpoints": {name: str(result.path / name) for name in fits},
+        "metrics": first["metrics"]
+        if len(fits) == 1
+        else {n: f["metrics"] for n, f in fits.items()},
+        "train_images_per_second": first["train_images_per_second"],
+        "epochs": first["epochs"],
+    }
+    return result
