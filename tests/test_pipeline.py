@@ -1,0 +1,235 @@
+"""The `drvae` pipeline (stages vae and generate) end to end on tiny simulated data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+from drvae.data.readers import read_dataset
+from drvae.data.records import DataError
+from drvae.models.vae_checkpoint import CheckpointError
+from drvae.pipeline.generate_stage import ConfigError, per_grade_counts, sha256_file
+from drvae.pipeline.run import run
+
+TINY = [
+    "data.n_images=300",
+    "data.image_size=32",
+    "data.workers=1",
+    "vae.model.width=8",
+    "vae.model.latent_dim=8",
+    "vae.model.depth=3",
+    "vae.batch_size=32",
+    "vae.images.per_grade=2",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "generate.per_grade=4",
+    "seed=1",
+]
+
+
+def config(cache: Path, out: Path, *overrides: str):
+    tiny = [o for o in TINY if "data=aptos" not in overrides or not o.startswith("data.n_")]
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[*tiny, f"paths.cache_dir={cache}", f"paths.output_dir={out}", *overrides],
+        )
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stage-cache")
+
+
+@pytest.fixture(scope="module")
+def first(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("run1")
+    return run(config(cache_dir, out))
+
+
+def test_results_name_every_stage(first: dict) -> None:
+    vae, generate = first["stages"]["vae"], first["stages"]["generate"]
+    assert Path(vae["path"]).name == "vae.ckpt" and Path(vae["path"]).is_file()
+    assert set(vae["metrics"]) >= {"val/recon", "val/kl", "val/elbo", "val/bpd"}
+    assert vae["metrics"]["val/elbo"] == pytest.approx(
+        -(vae["metrics"]["val/recon"] + vae["metrics"]["val/kl"]), rel=1e-3
+    )
+    for stage in (vae, generate):
+        assert len(stage["key"]) == 64 and stage["seconds"] >= 0 and stage["reused"] is False
+    assert sum(first["data"]["counts"]["train"].values()) > 150
+
+
+def test_synthetic_set_reads_like_data_and_traces_its_checkpoint(first: dict) -> None:
+    folder = Path(first["stages"]["generate"]["path"])
+    result = read_dataset("synthetic", folder)
+    assert len(result.records) == 20 and all(r.synthetic for r in result.records)
+    assert result.per_grade() == {g: 4 for g in range(5)}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    checkpoint = Path(first["stages"]["vae"]["path"])
+    assert set(manifest["checkpoint_sha256"].values()) == {sha256_file(checkpoint)}
+    assert manifest["seed"] == 1 and manifest["temperature"] == 1.0
+    assert {"created", "drvae_version", "config"} <= set(manifest)
+    with Image.open(result.records[0].path) as image:
+        assert image.size == (32, 32)
+
+
+def test_results_json_is_written(first: dict) -> None:
+    out = Path(first["config"]["paths"]["output_dir"])
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["stages"]["generate"]["key"] == first["stages"]["generate"]["key"]
+    assert on_disk["versions"]["torch"] == "2.14.1"
+    assert (out / "logs" / "vae" / "metrics.csv").is_file()
+    assert (out / "logs" / "vae" / "images" / "vae_samples_epoch000.png").is_file()
+
+
+def test_a_second_run_reuses_finished_stages(first: dict, cache_dir: Path, tmp_path: Path) -> None:
+    again = run(config(cache_dir, tmp_path))
+    for name in ("vae", "generate"):
+        assert again["stages"][name]["reused"] is True
+        assert again["stages"][name]["key"] == first["stages"][name]["key"]
+    assert again["stages"]["vae"]["metrics"] == first["stages"]["vae"]["metrics"]
+
+
+def test_generate_alone_from_the_stored_vae(first: dict, cache_dir: Path, tmp_path: Path) -> None:
+    result = run(config(cache_dir, tmp_path, "stages=[generate]", "generate.per_grade={4: 3}"))
+    assert "vae" not in result["stages"]
+    assert result["stages"]["generate"]["per_grade"] == {"4": 3}  # JSON keys
+
+
+def test_counts_extend_a_grade_without_changing_its_first_images(
+    first: dict, cache_dir: Path, tmp_path: Path
+) -> None:
+    ckpt = first["stages"]["vae"]["path"]
+    sets = []
+    for i, count in enumerate((2, 5)):
+        over = [
+            "stages=[generate]",
+            f"generate.checkpoint={ckpt}",
+            f"generate.per_grade={{3: {count}}}",
+        ]
+        result = run(config(cache_dir, tmp_path / str(i), *over))
+        sets.append(Path(result["stages"]["generate"]["path"]))
+    for name in ("syn_g3_000000.png", "syn_g3_000001.png"):
+        a, b = (np.asarray(Image.open(s / "images" / name)) for s in sets)
+        assert np.array_equal(a, b)
+
+
+def test_another_seed_gives_other_images(first: dict, cache_dir: Path, tmp_path: Path) -> None:
+    ckpt = first["stages"]["vae"]["path"]
+    over = ["stages=[generate]", f"generate.checkpoint={ckpt}", "generate.seed=7"]
+    other = Path(run(config(cache_dir, tmp_path, *over))["stages"]["generate"]["path"])
+    base = Path(first["stages"]["generate"]["path"])
+    a, b = (np.asarray(Image.open(s / "images" / "syn_g0_000000.png")) for s in (base, other))
+    assert not np.array_equal(a, b)
+
+
+def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> None:
+    out = Path(first["config"]["paths"]["output_dir"])
+    with pytest.raises(ConfigError, match="never overwritten"):
+        run(config(cache_dir, out))
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "match"),
+    [
+        ("generate.per_grade={9: 3}", ConfigError, "grade 9 is outside 0-4"),
+        ("generate.per_grade=0", ConfigError, "must be a positive integer"),
+        ("generate.per_grade={2: -1}", ConfigError, "must be a positive integer"),
+        ("generate.per_grade=many", ConfigError, "expected an int or a mapping"),
+        ("generate.temperature=0", ConfigError, "generate.temperature must be > 0"),
+        ("stages=[vae,classify]", ConfigError, "unknown or empty"),
+        ("vae.model.depth=6", ConfigError, "not divisible by 2\\*\\*depth"),
+        ("vae.model.norm=layer", ConfigError, "norm must be one of"),
+        ("data=aptos", DataError, "data.root"),
+        ("generate.checkpoint=/nonexistent/vae.ckpt", CheckpointError, "checkpoint not found"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(
+    tmp_path: Path, override: str, error: type, match: str
+) -> None:
+    cache = tmp_path / "cache"
+    overrides = [override] if override != "data=aptos" else [override, "data.root=null"]
+    with pytest.raises(error, match=match):
+        run(config(cache, tmp_path / "out", *overrides))
+    assert not cache.exists()  # nothing was simulated, cached or trained
+
+
+def test_a_checkpoint_that_does_not_fit_the_data_is_refused(first: dict, tmp_path: Path) -> None:
+    ckpt = first["stages"]["vae"]["path"]
+    over = ["stages=[generate]", f"generate.checkpoint={ckpt}", "data.image_size=64"]
+    with pytest.raises(CheckpointError, match=r"32 px images but data\.image_size is 64"):
+        run(config(tmp_path / "cache", tmp_path / "out", *over))
+    foreign = tmp_path / "foreign.ckpt"
+    foreign.write_text("not a checkpoint")
+    over = ["stages=[generate]", f"generate.checkpoint={foreign}"]
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        run(config(tmp_path / "cache", tmp_path / "out", *over))
+
+
+def test_per_grade_counts_vocabulary() -> None:
+    assert per_grade_counts(3) == {g: 3 for g in range(5)}
+    assert per_grade_counts({"4": 2, 1: 5}) == {1: 5, 4: 2}
+    with pytest.raises(ConfigError, match="no grade requested"):
+        per_grade_counts({})
+
+
+def test_unconditional_vae_trains_one_model_per_grade(cache_dir: Path, tmp_path: Path) -> None:
+    result = run(config(cache_dir, tmp_path, "vae.model.num_classes=0", "generate.per_grade=2"))
+    checkpoints = result["stages"]["vae"]["checkpoints"]
+    assert sorted(checkpoints) == [f"vae_grade{g}.ckpt" for g in range(5)]
+    manifest = json.loads(Path(result["stages"]["generate"]["path"], "manifest.json").read_text())
+    assert len(set(manifest["checkpoint_sha256"].values())) == 5  # each grade its own VAE
+
+
+def test_an_interrupted_generation_leaves_no_set(
+    first: dict, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drvae.pipeline.generate_stage as generate_stage
+
+    def crash(folder: Path, *args, **kwargs) -> None:
+        (folder / "images").mkdir()
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(generate_stage, "write_synthetic_set", crash)
+    ckpt = first["stages"]["vae"]["path"]
+    over = ["stages=[generate]", f"generate.checkpoint={ckpt}", "generate.per_grade=1"]
+    with pytest.raises(KeyboardInterrupt):
+        run(config(cache_dir, tmp_path, *over))
+    folders = list((cache_dir / "generate").iterdir())
+    assert not [f for f in folders if ".tmp-" in f.name]
+    assert all((f / "stage.json").is_file() for f in folders if f.is_dir())
+
+
+def test_a_synthetic_set_without_manifest_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("image_id,grade\nsyn_g0_000000,0\n")
+    with pytest.raises(DataError, match="not a finished synthetic set"):
+        read_dataset("synthetic", tmp_path)
+
+
+def test_command_line(tmp_path: Path) -> None:
+    """The command line of the README, run as a user runs it."""
+    cmd = [
+        sys.executable, "-m", "drvae.pipeline.main", "stages=[vae,generate]", "data=simulated",
+        "data.n_images=300", "data.image_size=32", "trainer.max_epochs=1",
+        "generate.per_grade=4", "seed=1", f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={tmp_path / 'run'}", "trainer.enable_progress_bar=false",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["stages"]["generate"]["n_images"] == 20
+    bad = subprocess.run(
+        [*cmd[:3], "generate.per_grade={9: 3}", f"hydra.run.dir={tmp_path / 'bad'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert "drvae: error: generate.per_grade: grade 9 is outside 0-4" in bad.stderr
