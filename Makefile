@@ -6,7 +6,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-RUN_DIR ?= runs/data
+ARGS ?=
 
 .PHONY: help install run test test-full lint format bench clean
 
@@ -21,12 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install drvae in editable mode with dev extras (quick when done)
 
-run: $(STAMP) ## The main job (for now data only): simulate, inspect, cache and split the default data
-	test -f $(RUN_DIR)/simulated/train.csv || \
-	  $(BIN)/drvae-data simulate --out $(RUN_DIR)/simulated --n 2000 --size 128 --seed 0
-	$(BIN)/drvae-data inspect --source aptos --root $(RUN_DIR)/simulated
-	$(BIN)/drvae-data prepare --source aptos --root $(RUN_DIR)/simulated --size 64 --cache-dir $(RUN_DIR)/cache
-	$(BIN)/drvae-data split --source aptos --root $(RUN_DIR)/simulated --seed 0
+run: $(STAMP) ## The main job: simulate the default data, train the VAE, sample from it (runs/)
+	$(BIN)/drvae $(ARGS)
 
 test: $(STAMP) ## The fast test suite (slow tests deselected)
 	$(BIN)/pytest -q
