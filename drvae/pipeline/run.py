@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from drvae.atomic import write_json
@@ -46,6 +47,11 @@ def _finished_vae(cfg: DictConfig, store: StageStore, data) -> dict[str, Any]:
     return {"checkpoints": {n: str(folder / n) for n in record["info"]["checkpoints"]}}
 
 
+def command_overrides() -> list[str]:
+    """The overrides the user typed (empty when run outside a Hydra app, e.g. in tests)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stages; returns (and writes) the run's results."""
     out = Path(cfg.paths.output_dir)
@@ -71,7 +77,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         generated = run_generate_stage(cfg.generate, checkpoints, store)
         results["stages"]["generate"] = generated.summary()
     results.update(
-        seconds=round(time.perf_counter() - start, 3), config=plain(cfg), versions=versions()
+        seconds=round(time.perf_counter() - start, 3),
+        overrides=command_overrides(),
+        config=plain(cfg),
+        versions=versions(),
     )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RESULTS, results)

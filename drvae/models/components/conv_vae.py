@@ -43,7 +43,9 @@ def make_norm(kind: Norm, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "group":
-        return nn.GroupNorm(min(32, channels // 4) or 1, channels)
+        # Up to 32 groups of >= 4 channels; the count must divide the channels (width 7: 14).
+        cap = min(32, channels // 4) or 1
+        return nn.GroupNorm(max(g for g in range(1, cap + 1) if channels % g == 0), channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     if kind == "none":

@@ -1,0 +1,69 @@
+"""Figures and a results row for one `drvae` run (stages vae and generate).
+
+    python experiments/vae_samples/make_figures.py RUN_DIR NAME
+
+Writes, beside this script, `NAME_synthetic.png` (the run's synthetic set: one row per
+grade, the first 12 images of each), `NAME_reconstructions.png` (the last epoch's validation
+images above their reconstructions) and `NAME.json` (the run's final val ELBO terms and
+throughputs), and prints the Markdown row of README.md's table.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from drvae.callbacks.vae_images import to_grid_image
+from drvae.data.readers import read_dataset
+
+HERE = Path(__file__).parent
+PER_ROW = 12
+
+
+def synthetic_grid(folder: Path) -> np.ndarray:
+    records = read_dataset("synthetic", folder).records
+    rows = []
+    for grade in sorted({r.grade for r in records}):
+        paths = [r.path for r in records if r.grade == grade][:PER_ROW]
+        rows += [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    images = torch.from_numpy(np.stack(rows)).permute(0, 3, 1, 2).float() / 255
+    return to_grid_image(images, nrow=PER_ROW)
+
+
+def main(run_dir: Path, name: str) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    vae, generate = results["stages"]["vae"], results["stages"]["generate"]
+    Image.fromarray(synthetic_grid(Path(generate["path"]))).save(HERE / f"{name}_synthetic.png")
+    last = sorted((run_dir / "logs" / "vae" / "images").glob("vae_reconstructions_epoch*.png"))
+    shutil.copy(last[-1], HERE / f"{name}_reconstructions.png")
+    summary = {
+        "command": "drvae " + " ".join(results.get("overrides", [])),
+        "data": results["config"]["data"]["source"],
+        "image_size": results["config"]["data"]["image_size"],
+        "train_counts": results["data"]["counts"]["train"],
+        "epochs": vae["epochs"],
+        "val": vae["metrics"],
+        "train_images_per_second": vae["train_images_per_second"],
+        "vae_stage_seconds": vae["seconds"],
+        "generate_images_per_second": generate["images_per_second"],
+        "generate_stage_seconds": generate["seconds"],
+        "versions": results["versions"],
+    }
+    (HERE / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    m = vae["metrics"]
+    print(
+        f"| {name} | {summary['image_size']} | {sum(summary['train_counts'].values())} | "
+        f"{vae['epochs']} | {m['val/recon']:.1f} | {m['val/kl']:.1f} | {m['val/elbo']:.1f} | "
+        f"{m['val/bpd']:.4f} | {m['val/active_units']:.0f} | {vae['train_images_per_second']} | "
+        f"{generate['images_per_second']} |"
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2])
