@@ -193,7 +193,7 @@ class ConditionalVAE(L.LightningModule):
     def _grade_tensor(self, grades: Tensor | Sequence[int]) -> Tensor:
         grades = torch.as_tensor(grades, dtype=torch.long, device=self.device)
         k = self.hparams.num_classes
-        if k and ((grades < 0) | (grades > k)).any():
+        if k and ((grades < 0) | (grades >= k)).any():
             raise ValueError(f"grades {grades.unique().tolist()} outside the VAE's 0-{k - 1}")
         return grades
 

@@ -24,6 +24,9 @@ def main(cfg: DictConfig) -> None:
     except USER_ERRORS as error:
         print(f"drvae: error: {error}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        if "wandb" in sys.modules:  # one W&B run per job, closed even when the job fails
+            sys.modules["wandb"].finish()
 
 
 if __name__ == "__main__":
