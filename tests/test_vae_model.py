@@ -21,6 +21,7 @@ from drvae.models.vae_loss import (
     beta_at,
     gaussian_kl,
     kl_with_free_bits,
+    reconstruction_floor,
     reconstruction_loss,
 )
 
@@ -488,3 +489,14 @@ def test_one_hot_soft_labels_equal_hard_grades(kind: str) -> None:
     torch.testing.assert_close(code(half), expected)
     with pytest.raises(ValueError, match="label_embedding"):
         LabelCode(5, "hashed")
+
+
+def test_bce_floor_is_the_loss_of_a_perfect_decoder() -> None:
+    """BCE on continuous pixels cannot reach 0: its floor is their binary entropy."""
+    x = torch.rand(3, 3, 8, 8, dtype=torch.float64).clamp(0.01, 0.99)
+    floor = reconstruction_floor(x)
+    assert torch.allclose(reconstruction_loss(torch.logit(x), x), floor)
+    assert (reconstruction_loss(torch.randn_like(x), x) > floor).all()
+    grey = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+    assert reconstruction_floor(grey).item() == pytest.approx(3 * 64 * math.log(2))
+    assert reconstruction_floor(x, "mse").abs().sum() == 0

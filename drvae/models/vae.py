@@ -25,6 +25,7 @@ from drvae.models.vae_loss import (
     bits_per_dim,
     gaussian_kl,
     kl_with_free_bits,
+    reconstruction_floor,
     reconstruction_loss,
 )
 
@@ -150,6 +151,8 @@ class ConditionalVAE(L.LightningModule):
         log = dict(on_step=stage == "train", on_epoch=True, batch_size=x.shape[0])
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log(f"{stage}/recon", recon.mean(), **log)
+        floor = reconstruction_floor(x, self.hparams.reconstruction)
+        self.log(f"{stage}/recon_gap", (recon - floor).mean(), **log)
         self.log(f"{stage}/kl", kl.mean(), **log)
         self.log(f"{stage}/elbo", -neg_elbo.mean(), **log)
         self.log(f"{stage}/bpd", bits_per_dim(neg_elbo, x[0].numel()).mean(), **log)

@@ -36,6 +36,15 @@ def reconstruction_loss(logits: Tensor, x: Tensor, kind: Reconstruction = "bce")
     return per_pixel.flatten(1).sum(dim=1)
 
 
+def reconstruction_floor(x: Tensor, kind: Reconstruction = "bce") -> Tensor:
+    """(B,) the least reconstruction loss possible for x: with BCE on continuous pixel values
+    it is their binary entropy (about 1 bit for a mid-grey pixel), not 0. The gap above it
+    is what the decoder misses; compare models by the gap or the ELBO, not by raw BCE."""
+    if kind == "mse":
+        return x.new_zeros(x.shape[0])
+    return F.binary_cross_entropy(x, x, reduction="none").flatten(1).sum(dim=1)
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """(B, D) KL(N(mu, exp(logvar)) || N(0, 1)) per latent dimension, in nats."""
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
