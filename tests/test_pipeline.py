@@ -233,3 +233,17 @@ def test_command_line(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "drvae: error: generate.per_grade: grade 9 is outside 0-4" in bad.stderr
+
+
+def test_a_sweep_over_counts_trains_the_vae_once(tmp_path: Path) -> None:
+    """`drvae -m generate.per_grade=2,3`: two jobs, one VAE training, two synthetic sets."""
+    cmd = [
+        sys.executable, "-m", "drvae.pipeline.main", "-m", *TINY[:-2], "generate.per_grade=2,3",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs = [json.loads((tmp_path / "sweep" / j / "results.json").read_text()) for j in "01"]
+    assert [job["stages"]["vae"]["reused"] for job in jobs] == [False, True]
+    assert len({job["stages"]["vae"]["key"] for job in jobs}) == 1
+    assert [job["stages"]["generate"]["n_images"] for job in jobs] == [10, 15]
