@@ -113,15 +113,18 @@ def run_vae_stage(
         return {"checkpoints": list(groups), "fits": fits}
 
     result = store.run("vae", vae_key(cfg, data), build)
-    fits = result.info["fits"]
-    first = fits[next(iter(fits))]
-    result.info = {
-        "path": str(result.path / next(iter(fits))) if len(fits) == 1 else str(result.path),
-        "checkpoints": {name: str(result.path / name) for name in fits},
-        "metrics": first["metrics"]
-        if len(fits) == 1
-        else {n: f["metrics"] for n, f in fits.items()},
-        "train_images_per_second": first["train_images_per_second"],
-        "epochs": first["epochs"],
-    }
+    result.info = _summary(result.path, result.info["fits"])
     return result
+
+
+def _summary(folder: Path, fits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What results.json says about the VAE(s): one conditional VAE, or one per grade."""
+    if len(fits) == 1:
+        ((name, fit),) = fits.items()
+        return {"path": str(folder / name), "checkpoints": {name: str(folder / name)}, **fit}
+    return {
+        "path": str(folder),
+        "checkpoints": {name: str(folder / name) for name in fits},
+        "metrics": {name: fit["metrics"] for name, fit in fits.items()},
+        "fits": fits,
+    }
