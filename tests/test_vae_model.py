@@ -500,3 +500,13 @@ def test_bce_floor_is_the_loss_of_a_perfect_decoder() -> None:
     grey = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
     assert reconstruction_floor(grey).item() == pytest.approx(3 * 64 * math.log(2))
     assert reconstruction_floor(x, "mse").abs().sum() == 0
+
+
+@pytest.mark.parametrize(("image_size", "depth"), [(16, 1), (32, 3), (64, 4), (128, 5)])
+def test_nearest_upsampling_decodes_to_the_image_size(image_size: int, depth: int) -> None:
+    decoder = Decoder(image_size, width=4, depth=depth, latent_dim=8, upsample="nearest")
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in decoder.modules())
+    logits = decoder(torch.randn(2, 8), torch.tensor([0, 4]))
+    assert logits.shape == (2, 3, image_size, image_size)
+    with pytest.raises(ValueError, match="upsample must be"):
+        Decoder(image_size, width=4, depth=depth, upsample="bilinear")

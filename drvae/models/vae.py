@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from torch import Tensor
 
 from drvae.models.components.conditioning import LabelEmbedding
-from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm
+from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
 from drvae.models.vae_loss import (
     Reconstruction,
     Warmup,
@@ -65,6 +65,8 @@ class ConditionalVAE(L.LightningModule):
         image_size: square input size; `2**depth` must divide it.
         num_classes: number of grades to condition on; 0 for an unconditional VAE.
         latent_dim, width, depth, norm: the architecture (see `components.conv_vae`).
+        upsample: the decoder's upsampling, "transposed" (4x4 stride-2 transposed convs) or
+            "nearest" (nearest-neighbour then 3x3 conv: no checkerboard artefacts).
         conditioning: "concat" (label code as channels and concatenated to z) or "film".
         label_embedding: "onehot" or "learned" (an `embed_dim`-dimensional embedding).
         reconstruction: "bce" (pixel-wise binary cross-entropy, the paper's) or "mse".
@@ -85,6 +87,7 @@ class ConditionalVAE(L.LightningModule):
         width: int = 32,
         depth: int = 4,
         norm: Norm = "batch",
+        upsample: Upsample = "transposed",
         conditioning: Conditioning = "concat",
         label_embedding: LabelEmbedding = "onehot",
         embed_dim: int = 16,
@@ -117,7 +120,7 @@ class ConditionalVAE(L.LightningModule):
             embed_dim=embed_dim,
         )
         self.encoder = Encoder(**arch)
-        self.decoder = Decoder(**arch)
+        self.decoder = Decoder(**arch, upsample=upsample)
         reconstruction_loss(torch.zeros(1, 1), torch.zeros(1, 1), reconstruction)  # validates
         beta_at(0, beta, kl_warmup, kl_warmup_steps, kl_cycles)  # validates
         self._moments = {"train": LatentMoments(), "val": LatentMoments()}

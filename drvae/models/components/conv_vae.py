@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from drvae.models.components.conditioning import FiLM, LabelCode, LabelEmbedding, label_planes
 
 Norm = Literal["batch", "group", "instance", "none"]
+Upsample = Literal["transposed", "nearest"]
 Conditioning = Literal["concat", "film"]
 
 
@@ -53,13 +54,34 @@ def make_norm(kind: Norm, channels: int) -> nn.Module:
     raise ValueError(f"norm must be one of batch, group, instance, none; got {kind!r}")
 
 
-class Stage(nn.Module):
-    """conv (down) or transposed conv (up), norm, optional FiLM, LeakyReLU."""
+def resample(c_in: int, c_out: int, up: bool, upsample: Upsample, bias: bool) -> nn.Module:
+    """Halve (4x4 stride-2 conv) or double the resolution: a 4x4 stride-2 transposed conv,
+    or nearest-neighbour upsampling then a 3x3 conv (no checkerboard artefacts, Odena et
+    al. 2016)."""
+    if not up:
+        return nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=bias)
+    if upsample == "transposed":
+        return nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=bias)
+    if upsample == "nearest":
+        conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=bias)
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv)
+    raise ValueError(f"upsample must be 'transposed' or 'nearest', got {upsample!r}")
 
-    def __init__(self, c_in: int, c_out: int, up: bool, norm: Norm, film_dim: int) -> None:
+
+class Stage(nn.Module):
+    """Resample (down or up), norm, optional FiLM, LeakyReLU."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        up: bool,
+        norm: Norm,
+        film_dim: int,
+        upsample: Upsample = "transposed",
+    ) -> None:
         super().__init__()
-        conv = nn.ConvTranspose2d if up else nn.Conv2d
-        self.conv = conv(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=norm == "none")
+        self.conv = resample(c_in, c_out, up, upsample, bias=norm == "none")
         self.norm = make_norm(norm, c_out)
         self.film = FiLM(film_dim, c_out) if film_dim else None
         self.act = nn.LeakyReLU(0.2)
@@ -155,6 +177,7 @@ class Decoder(_Conditioned):
         conditioning: Conditioning = "concat",
         label_embedding: LabelEmbedding = "onehot",
         embed_dim: int = 16,
+        upsample: Upsample = "transposed",
     ) -> None:
         super().__init__(num_classes, conditioning, label_embedding, embed_dim)
         self.bottleneck = check_geometry(image_size, depth)
@@ -162,10 +185,11 @@ class Decoder(_Conditioned):
         self.start = widths[0]
         self.from_latent = nn.Linear(latent_dim + self.concat_dim, widths[0] * self.bottleneck**2)
         self.stages = nn.ModuleList(
-            Stage(c_in, c_out, True, norm, self.film_dim) for c_in, c_out in pairwise(widths)
+            Stage(c_in, c_out, True, norm, self.film_dim, upsample)
+            for c_in, c_out in pairwise(widths)
         )
         # The last upsampling stage outputs logits: no norm, no activation.
-        self.to_logits = nn.ConvTranspose2d(widths[-1], channels, 4, stride=2, padding=1)
+        self.to_logits = resample(widths[-1], channels, True, upsample, bias=True)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         code = self.label_code(labels, z.shape[0])
