@@ -247,3 +247,11 @@ def test_a_sweep_over_counts_trains_the_vae_once(tmp_path: Path) -> None:
     assert [job["stages"]["vae"]["reused"] for job in jobs] == [False, True]
     assert len({job["stages"]["vae"]["key"] for job in jobs}) == 1
     assert [job["stages"]["generate"]["n_images"] for job in jobs] == [10, 15]
+
+
+@pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "trainer.limit_val_batches=0"])
+def test_without_monitored_validation_the_last_weights_are_kept(
+    cache_dir: Path, tmp_path: Path, override: str
+) -> None:
+    result = run(config(cache_dir, tmp_path, override, "stages=[vae]"))
+    assert Path(result["stages"]["vae"]["path"]).is_file()

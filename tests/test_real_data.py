@@ -84,3 +84,26 @@ def test_eyepacs64_cache_and_patient_grouped_splits(tmp_path: Path) -> None:
     ]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
     assert len(splits.train) + len(splits.val) + len(splits.test) == 5000
+
+
+def test_vae_and_generate_stages_on_real_eyepacs(tmp_path: Path) -> None:
+    """The pipeline on real photographs: patient-grouped splits, one epoch, a synthetic set."""
+    from hydra import compose, initialize_config_module
+
+    from drvae.data.readers import read_dataset
+    from drvae.pipeline.run import run
+
+    root = dataset("eyepacs64")
+    overrides = [
+        "data=eyepacs", f"data.root={root}", "data.image_size=32", "vae.model.depth=3",
+        "vae.model.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
+        "trainer.enable_progress_bar=false", "generate.per_grade=3",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        results = run(compose("config", overrides=overrides))
+    counts = results["data"]["counts"]
+    assert sum(sum(split.values()) for split in counts.values()) == 5000
+    assert results["stages"]["vae"]["metrics"]["val/elbo"] < 0
+    synthetic = read_dataset("synthetic", results["stages"]["generate"]["path"])
+    assert len(synthetic.records) == 15 and all(r.synthetic for r in synthetic.records)

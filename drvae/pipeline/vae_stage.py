@@ -86,13 +86,20 @@ def _fit_one(
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     fit_seconds = time.perf_counter() - start
-    (metrics,) = trainer.validate(model, datamodule=dm, ckpt_path="best", verbose=False)
+    checkpoint = best.best_model_path
+    if not checkpoint:  # no monitored validation (fast_dev_run, limit_val_batches=0): last
+        checkpoint = str(tmp / "checkpoints" / "last.ckpt")
+        trainer.save_checkpoint(checkpoint)
+    validated = trainer.validate(model, datamodule=dm, ckpt_path=checkpoint, verbose=False)
+    # Images actually trained on (full batches: the train loader drops the last partial one).
+    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    trained = min(batches * cfg.vae.batch_size, n_train * max(trainer.current_epoch, 1))
     return {
-        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+        "metrics": {k: round(float(v), 4) for k, v in (validated or [{}])[0].items()},
         "epochs": trainer.current_epoch,
         "train_images": n_train,
-        "train_images_per_second": round(n_train * trainer.current_epoch / fit_seconds, 1),
-        "best": best.best_model_path,
+        "train_images_per_second": round(trained / fit_seconds, 1),
+        "best": checkpoint,
     }
 
 
