@@ -4,7 +4,9 @@
 
 Writes, beside this script, `NAME_synthetic.png` (the run's synthetic set: one row per
 grade, the first 12 images of each), `NAME_reconstructions.png` (the last epoch's validation
-images above their reconstructions) and `NAME.json` (the run's final val ELBO terms and
+images above their reconstructions), for a conditional VAE `NAME_grade_sweep.png` (one row
+per latent z, the same z decoded as grade 0 to 4 from left to right: what the grade
+conditioning alone changes) and `NAME.json` (the run's final val ELBO terms and
 throughputs), and prints the Markdown row of README.md's table.
 """
 
@@ -21,6 +23,7 @@ from PIL import Image
 
 from drvae.callbacks.vae_images import to_grid_image
 from drvae.data.readers import read_dataset
+from drvae.models.vae_checkpoint import load_vae
 
 HERE = Path(__file__).parent
 PER_ROW = 12
@@ -36,10 +39,30 @@ def synthetic_grid(folder: Path) -> np.ndarray:
     return to_grid_image(images, nrow=PER_ROW)
 
 
+def grade_sweep(checkpoint: Path, rows: int = 8) -> tuple[np.ndarray, float] | None:
+    """The grid, and the grade effect: the mean absolute pixel change when only the grade
+    changes, as a fraction of the change when only z changes (0: the grade is ignored)."""
+    vae = load_vae(checkpoint)
+    k = vae.hparams.num_classes
+    if not k:
+        return None
+    z = torch.randn(rows, vae.hparams.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        grades = torch.arange(k).repeat(rows)  # (rows * k,): row r holds z[r] at every grade
+        x = torch.sigmoid(vae.decoder(z.repeat_interleave(k, dim=0), grades))
+    table = x.view(rows, k, -1)  # (z, grade, pixels)
+    by_grade = (table[:, :, None] - table[:, None, :]).abs().mean()  # same z, grade pairs
+    by_z = (table[:, None] - table[None, :]).abs().mean()  # same grade, z pairs
+    return to_grid_image(x, nrow=k), round(float(by_grade / by_z), 3)
+
+
 def main(run_dir: Path, name: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     vae, generate = results["stages"]["vae"], results["stages"]["generate"]
     Image.fromarray(synthetic_grid(Path(generate["path"]))).save(HERE / f"{name}_synthetic.png")
+    sweep = grade_sweep(Path(vae["path"]))
+    if sweep is not None:
+        Image.fromarray(sweep[0]).save(HERE / f"{name}_grade_sweep.png")
     last = sorted((run_dir / "logs" / "vae" / "images").glob("vae_reconstructions_epoch*.png"))
     shutil.copy(last[-1], HERE / f"{name}_reconstructions.png")
     summary = {
@@ -53,6 +76,7 @@ def main(run_dir: Path, name: str) -> None:
         "vae_stage_seconds": vae["seconds"],
         "generate_images_per_second": generate["images_per_second"],
         "generate_stage_seconds": generate["seconds"],
+        "grade_effect": sweep[1] if sweep else None,
         "versions": results["versions"],
     }
     (HERE / f"{name}.json").write_text(json.dumps(summary, indent=2))
