@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 from drvae.data.records import NUM_GRADES
 from drvae.models.vae_checkpoint import CheckpointError, check_vae_fits
-from drvae.pipeline.generate_stage import ConfigError, per_grade_counts
+from drvae.pipeline.errors import ConfigError
+from drvae.pipeline.generate_stage import per_grade_counts
 from drvae.pipeline.store import plain
 from drvae.pipeline.vae_stage import build_vae
 

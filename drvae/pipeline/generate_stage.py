@@ -22,11 +22,8 @@ from drvae.data.records import NUM_GRADES
 from drvae.data.synthetic import write_synthetic_set
 from drvae.models.vae import ConditionalVAE
 from drvae.models.vae_checkpoint import load_vae
+from drvae.pipeline.errors import ConfigError
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work: the message names the key and what was expected."""
 
 
 def per_grade_counts(value: Any, key: str = "generate.per_grade") -> dict[int, int]:

@@ -11,11 +11,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from drvae.atomic import write_json
-from drvae.data.records import DataError
+from drvae.data.records import NUM_GRADES, DataError
 from drvae.models.vae_checkpoint import CheckpointError
 from drvae.pipeline.checks import check_config, user_checkpoints
-from drvae.pipeline.data import prepare_data
-from drvae.pipeline.generate_stage import ConfigError, run_generate_stage
+from drvae.pipeline.data import PreparedData, prepare_data
+from drvae.pipeline.errors import ConfigError
+from drvae.pipeline.generate_stage import run_generate_stage
 from drvae.pipeline.store import StageStore, plain
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
 
@@ -28,15 +29,15 @@ def versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in PACKAGES}
 
 
-def _vae_checkpoints(cfg: DictConfig, vae_info: dict[str, Any]) -> dict[int, Path]:
+def _vae_checkpoints(vae_info: dict[str, Any]) -> dict[int, Path]:
     """Grade -> checkpoint that the generate stage draws that grade from."""
     paths = {name: Path(p) for name, p in vae_info["checkpoints"].items()}
     if "vae.ckpt" in paths:
-        return dict.fromkeys(range(5), paths["vae.ckpt"])
-    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(5)}
+        return dict.fromkeys(range(NUM_GRADES), paths["vae.ckpt"])
+    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(NUM_GRADES)}
 
 
-def _finished_vae(cfg: DictConfig, store: StageStore, data) -> dict[str, Any]:
+def _finished_vae(cfg: DictConfig, store: StageStore, data: PreparedData) -> dict[str, Any]:
     """The VAE for generate when the vae stage is not in `stages`: it must be in the store."""
     record = store.finished("vae", vae_key(cfg, data))
     if record is None:
@@ -73,7 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if "generate" in stages:
         checkpoints = user_checkpoints(cfg)
         if checkpoints is None:
-            checkpoints = _vae_checkpoints(cfg, vae_info or _finished_vae(cfg, store, data))
+            checkpoints = _vae_checkpoints(vae_info or _finished_vae(cfg, store, data))
         generated = run_generate_stage(cfg.generate, checkpoints, store)
         results["stages"]["generate"] = generated.summary()
     results.update(
