@@ -13,7 +13,6 @@ throughputs), and prints the Markdown row of README.md's table.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -56,15 +55,39 @@ def grade_sweep(checkpoint: Path, rows: int = 8) -> tuple[np.ndarray, float] | N
     return to_grid_image(x, nrow=k), round(float(by_grade / by_z), 3)
 
 
+def per_grade_vaes(vae: dict, val_counts: dict[str, int]) -> dict:
+    """One unconditional VAE per grade: val metrics averaged over all val images (each
+    grade's VAE scored on its own grade's images), throughput over all images."""
+    fits = vae["fits"].values()
+    weights = np.array([val_counts[str(g)] for g in range(len(fits))], dtype=float)
+    keys = next(iter(fits))["metrics"].keys()
+    metrics = {k: float(np.average([f["metrics"][k] for f in fits], weights=weights)) for k in keys}
+    # Same epochs for every grade: the overall rate is all images over all time.
+    seconds = sum(f["train_images"] / f["train_images_per_second"] for f in fits)
+    rate = sum(f["train_images"] for f in fits) / seconds
+    epochs = next(iter(fits))["epochs"]
+    return {**vae, "metrics": metrics, "epochs": epochs, "train_images_per_second": round(rate, 1)}
+
+
+def last_reconstructions(run_dir: Path) -> Image.Image:
+    """The last epoch's reconstruction grid of each VAE, stacked (one per grade if several)."""
+    grids = []
+    for logs in sorted((run_dir / "logs").glob("vae*")):
+        last = sorted((logs / "images").glob("vae_reconstructions_epoch*.png"))[-1]
+        grids.append(np.asarray(Image.open(last).convert("RGB")))
+    return Image.fromarray(np.concatenate(grids))
+
+
 def main(run_dir: Path, name: str) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     vae, generate = results["stages"]["vae"], results["stages"]["generate"]
+    if "fits" in vae:
+        vae = per_grade_vaes(vae, results["data"]["counts"]["val"])
     Image.fromarray(synthetic_grid(Path(generate["path"]))).save(HERE / f"{name}_synthetic.png")
-    sweep = grade_sweep(Path(vae["path"]))
+    sweep = grade_sweep(Path(vae["path"])) if "fits" not in vae else None
     if sweep is not None:
         Image.fromarray(sweep[0]).save(HERE / f"{name}_grade_sweep.png")
-    last = sorted((run_dir / "logs" / "vae" / "images").glob("vae_reconstructions_epoch*.png"))
-    shutil.copy(last[-1], HERE / f"{name}_reconstructions.png")
+    last_reconstructions(run_dir).save(HERE / f"{name}_reconstructions.png")
     summary = {
         "command": "drvae " + " ".join(results.get("overrides", [])),
         "data": results["config"]["data"]["source"],
