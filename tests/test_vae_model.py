@@ -510,3 +510,20 @@ def test_nearest_upsampling_decodes_to_the_image_size(image_size: int, depth: in
     assert logits.shape == (2, 3, image_size, image_size)
     with pytest.raises(ValueError, match="upsample must be"):
         Decoder(image_size, width=4, depth=depth, upsample="bilinear")
+
+
+def test_optimizer_and_scheduler_come_from_partial_config_nodes() -> None:
+    optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "momentum": 0.9}
+    scheduler = {
+        "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "_partial_": True,
+        "patience": 2,
+    }
+    model = ConditionalVAE(**TINY, optimizer=optimizer, scheduler=scheduler)
+    configured = model.configure_optimizers()
+    assert isinstance(configured["optimizer"], torch.optim.SGD)
+    assert configured["optimizer"].defaults["lr"] == 0.05
+    schedule = configured["lr_scheduler"]
+    assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert schedule["monitor"] == "val/loss"
+    assert isinstance(ConditionalVAE(**TINY).configure_optimizers(), torch.optim.Adam)
