@@ -347,3 +347,15 @@ def folder(tmp_path: Path) -> Layout:
     per_grade = {g: len(names) for g, names in FOLDER.items()}
     n = sum(per_grade.values())
     return Layout("folder", root, [], n, per_grade, n)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and far faster when the cores are busy
+    (OpenMP threads spin against other processes); restored after each test."""
+    import torch  # here, not at the top: most tests never need torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,14 +19,7 @@ from drvae.models.vae import ConditionalVAE
 SIZE = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster when the cores are busy
-    (OpenMP threads spin against other processes); restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def picture(height: int = 10, width: int = 14) -> np.ndarray:

@@ -31,14 +31,7 @@ NO_TRAINER_LOG = pytest.mark.filterwarnings("ignore:You are trying to `self.log:
 TINY = dict(image_size=16, depth=2, width=4, latent_dim=4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and far faster when the cores are busy
-    (OpenMP threads spin against other processes); restored after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def images_uint8(n: int, size: int, seed: int = 0) -> torch.Tensor:

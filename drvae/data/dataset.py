@@ -65,13 +65,14 @@ class FundusDataModule(L.LightningDataModule):
         return CachedImages(self.cache, indices)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(self.dataset(split)) > self.batch_size,
+            drop_last=shuffle and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
         )
 
     def train_dataloader(self) -> DataLoader:

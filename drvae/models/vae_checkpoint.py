@@ -51,6 +51,7 @@ def check_vae_fits(path: str | Path, image_size: int, grades: list[int]) -> dict
 
 def load_vae(path: str | Path, device: str | torch.device = "cpu") -> ConditionalVAE:
     """The VAE rebuilt from its checkpoint alone, in eval mode."""
-    read_checkpoint(path)  # refuses foreign files with a clear message
-    vae = ConditionalVAE.load_from_checkpoint(path, map_location=device, weights_only=True)
-    return vae.eval()
+    checkpoint = read_checkpoint(path)  # refuses foreign files with a clear message
+    vae = ConditionalVAE(**checkpoint["hyper_parameters"])  # what load_from_checkpoint does
+    vae.load_state_dict(checkpoint["state_dict"])
+    return vae.to(device).eval()

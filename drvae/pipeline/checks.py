@@ -57,9 +57,11 @@ def user_checkpoints(cfg: DictConfig) -> dict[int, Path] | None:
     return dict.fromkeys(grades, path)
 
 
-def check_config(cfg: DictConfig) -> list[str]:
-    """Validate what the chosen stages will use; returns the stages in running order."""
+def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
+    """Validate what the chosen stages will use. Returns the stages in running order, and
+    the user's checkpoints for generate (grade -> path), if `generate.checkpoint` names any."""
     stages = checked_stages(cfg)
+    checkpoints = None
     if "vae" in stages:
         try:
             build_vae(cfg, cfg.data.image_size)
@@ -71,5 +73,5 @@ def check_config(cfg: DictConfig) -> list[str]:
             raise ConfigError(f"generate.temperature must be > 0, got {cfg.generate.temperature}")
         if cfg.generate.batch_size <= 0:
             raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
-        user_checkpoints(cfg)
-    return stages
+        checkpoints = user_checkpoints(cfg)
+    return stages, checkpoints

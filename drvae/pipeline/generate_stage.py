@@ -75,7 +75,8 @@ def sample_grade(
 
 
 def generate_key(checkpoints: Mapping[int, Path], cfg: DictConfig) -> tuple[str, dict]:
-    shas = {g: sha256_file(p) for g, p in checkpoints.items()}
+    digests = {path: sha256_file(path) for path in set(checkpoints.values())}  # each file once
+    shas = {g: digests[p] for g, p in checkpoints.items()}
     params = {
         "per_grade": per_grade_counts(cfg.per_grade),
         "temperature": cfg.temperature,
@@ -93,8 +94,9 @@ def run_generate_stage(
     def build(tmp: Path) -> dict[str, Any]:
         start = time.perf_counter()
         images, grades = [], []
+        vaes = {path: load_vae(path) for path in set(checkpoints.values())}  # each file once
         for grade, count in params["per_grade"].items():
-            vae = load_vae(checkpoints[grade])
+            vae = vaes[checkpoints[grade]]
             images.append(
                 sample_grade(vae, grade, count, cfg.temperature, cfg.seed, cfg.batch_size)
             )

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from drvae.atomic import write_json
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.models.vae_checkpoint import CheckpointError
-from drvae.pipeline.checks import check_config, user_checkpoints
+from drvae.pipeline.checks import check_config
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.errors import ConfigError
 from drvae.pipeline.generate_stage import run_generate_stage
@@ -39,12 +39,13 @@ def _vae_checkpoints(vae_info: dict[str, Any]) -> dict[int, Path]:
 
 def _finished_vae(cfg: DictConfig, store: StageStore, data: PreparedData) -> dict[str, Any]:
     """The VAE for generate when the vae stage is not in `stages`: it must be in the store."""
-    record = store.finished("vae", vae_key(cfg, data))
+    key = vae_key(cfg, data)
+    record = store.finished("vae", key)
     if record is None:
         raise ConfigError(
             "stages: generate needs a VAE; add vae to stages or set generate.checkpoint=PATH"
         )
-    folder = store.folder("vae", vae_key(cfg, data))
+    folder = store.folder("vae", key)
     return {"checkpoints": {n: str(folder / n) for n in record["info"]["checkpoints"]}}
 
 
@@ -58,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     if (out / RESULTS).exists():
         raise ConfigError(f"{out / RESULTS} exists: an earlier run's output is never overwritten")
-    stages = check_config(cfg)
+    stages, checkpoints = check_config(cfg)
     start = time.perf_counter()
     store = StageStore(cfg.paths.cache_dir)
     data = prepare_data(cfg.data, store)
@@ -72,7 +73,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["stages"]["vae"] = vae.summary()
         vae_info = vae.info
     if "generate" in stages:
-        checkpoints = user_checkpoints(cfg)
         if checkpoints is None:
             checkpoints = _vae_checkpoints(vae_info or _finished_vae(cfg, store, data))
         generated = run_generate_stage(cfg.generate, checkpoints, store)
