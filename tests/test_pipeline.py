@@ -14,8 +14,8 @@ from PIL import Image
 
 from drvae.data.readers import read_dataset
 from drvae.data.records import DataError
-from drvae.models.vae_checkpoint import CheckpointError
-from drvae.pipeline.errors import ConfigError
+from drvae.models.checkpoints import CheckpointError
+from drvae.errors import ConfigError
 from drvae.pipeline.generate_stage import per_grade_counts, sha256_file
 from drvae.pipeline.run import run
 

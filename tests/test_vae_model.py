@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from drvae.models.components.conditioning import LabelCode
 from drvae.models.components.conv_vae import Decoder, Encoder, make_norm
 from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
-from drvae.models.vae_checkpoint import CheckpointError, check_vae_fits, load_vae
+from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.vae_loss import (
     beta_at,
     gaussian_kl,

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 
-def _png_folder(logger: object, trainer: L.Trainer) -> Path:
+def png_folder(logger: object, trainer: L.Trainer) -> Path:
     log_dir = getattr(logger, "log_dir", None) or trainer.default_root_dir
     return Path(log_dir) / "images"
 
@@ -31,7 +31,7 @@ def log_image(trainer: L.Trainer, key: str, image: np.ndarray, caption: str = ""
             logger.experiment.add_image(key, image, step, dataformats="HWC")
             places.append(f"tensorboard:{key}")
         else:
-            folder = _png_folder(logger, trainer)
+            folder = png_folder(logger, trainer)
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"{key.replace('/', '_')}_epoch{epoch:03d}.png"
             Image.fromarray(image).save(path)

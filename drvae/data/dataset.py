@@ -1,37 +1,55 @@
-"""Torch datasets over the preprocessing cache, and the DataModule that serves the splits."""
+"""Torch datasets over the preprocessing cache, and the DataModule that serves the splits.
+
+Only the TRAIN split is ever rebalanced (`drvae.data.rebalance`): oversampled duplicates of
+real images and synthetic images join it; validation and test stay real and untouched.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from drvae.data.cache import CachedDataset
+from drvae.data.rebalance import RebalancePlan, oversample_indices
 from drvae.data.records import NUM_GRADES
 from drvae.data.splits import Splits
 
+# An albumentations transform (or anything called the same way): image=(S, S, 3) uint8.
+Augment = Callable[..., dict]
 
-class CachedImages(Dataset):
-    """`(image (3, S, S) uint8, grade)` for the cache entries at `indices`.
+
+class ImageArray(Dataset):
+    """`(image (3, S, S) uint8, grade)` for `images[indices[i]]`, augmented if asked.
 
     Images stay uint8 until they reach the model (4x less to copy between processes);
-    the model scales them to [0, 1].
+    the model scales and normalises them.
     """
 
-    def __init__(self, cache: CachedDataset, indices: Sequence[int] | np.ndarray) -> None:
-        self.images = cache.images  # (N, S, S, 3) uint8, memory-mapped
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.grades = cache.grades[self.indices]
+    def __init__(
+        self,
+        images: np.ndarray,
+        grades: np.ndarray,
+        indices: Sequence[int] | np.ndarray | None = None,
+        augment: Augment | None = None,
+    ) -> None:
+        self.images = images  # (N, S, S, 3) uint8, possibly memory-mapped
+        self.indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+        self.grades = np.asarray(grades)[self.indices]
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = np.array(self.images[self.indices[i]])  # (S, S, 3), a writable copy
+        if self.augment is not None:
+            image = np.ascontiguousarray(self.augment(image=image)["image"])
         return torch.from_numpy(image).permute(2, 0, 1), int(self.grades[i])  # (3, S, S)
 
     def per_grade(self) -> dict[int, int]:
@@ -39,10 +57,30 @@ class CachedImages(Dataset):
         return {g: counts.get(g, 0) for g in range(NUM_GRADES)}
 
 
+class SyntheticSource(Protocol):
+    """Synthetic training images for an epoch: a fixed set, or fresh decoder samples."""
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, S, S, 3) uint8 images and their (N,) grades."""
+        ...
+
+
+class FixedSynthetic:
+    """The same synthetic images every epoch (a set the generate stage wrote)."""
+
+    def __init__(self, images: np.ndarray, grades: np.ndarray) -> None:
+        self.images, self.grades = images, grades
+
+    def draw(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.images, self.grades
+
+
 class FundusDataModule(L.LightningDataModule):
     """Train / val / test loaders over a cached dataset and its splits.
 
-    `grades` restricts every split to those grades (one unconditional VAE per grade).
+    `plan` rebalances the training split: `synthetic` supplies its synthetic images, and the
+    oversampled duplicates are drawn with `seed`. `augment` applies to every training image,
+    real or synthetic. `grades` restricts every split to those grades (one VAE per grade).
     """
 
     def __init__(
@@ -52,20 +90,47 @@ class FundusDataModule(L.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         grades: Sequence[int] | None = None,
+        plan: RebalancePlan | None = None,
+        synthetic: SyntheticSource | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.cache, self.splits = cache, splits
         self.batch_size, self.num_workers = batch_size, num_workers
         self.grades = None if grades is None else set(grades)
+        self.plan, self.synthetic, self.augment, self.seed = plan, synthetic, augment, seed
+        if plan is not None and any(plan.synthetic.values()) and synthetic is None:
+            raise ValueError("the rebalancing adds synthetic images, but no source was given")
 
-    def dataset(self, split: str) -> CachedImages:
+    def indices(self, split: str) -> np.ndarray:
         indices = getattr(self.splits, split)
         if self.grades is not None:
             indices = indices[np.isin(self.cache.grades[indices], sorted(self.grades))]
-        return CachedImages(self.cache, indices)
+        return indices
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        dataset = self.dataset(split)
+    def dataset(self, split: str) -> ImageArray:
+        """The real images of a split, unaugmented (what val and test always are)."""
+        return ImageArray(self.cache.images, self.cache.grades, self.indices(split))
+
+    def train_dataset(self, epoch: int = 0) -> Dataset:
+        """Real training images, plus the plan's oversampled and synthetic ones, augmented."""
+        indices = self.indices("train")
+        if self.plan is not None:
+            grades = self.cache.grades[indices]
+            extra = oversample_indices(indices, grades, self.plan.oversampled, self.seed)
+            indices = np.concatenate([indices, extra])
+        real = ImageArray(self.cache.images, self.cache.grades, indices, self.augment)
+        if self.synthetic is None:
+            return real
+        images, grades = self.synthetic.draw(epoch)
+        return ConcatDataset([real, ImageArray(images, grades, augment=self.augment)])
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.plan is not None:
+            print(self.plan.table())
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -76,10 +141,11 @@ class FundusDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        return self._loader(self.train_dataset(epoch), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader(self.dataset("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.dataset("test"), shuffle=False)

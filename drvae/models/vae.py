@@ -13,11 +13,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from torch import Tensor
 
 from drvae.models.components.conditioning import LabelEmbedding
 from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
+from drvae.models.optim import configure_optimizers
 from drvae.models.vae_loss import (
     Reconstruction,
     Warmup,
@@ -183,14 +183,10 @@ class ConditionalVAE(L.LightningModule):
         self._log_active_units("val")
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer or DEFAULT_OPTIMIZER)(self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"},
-        }
+        optimizer = self.hparams.optimizer or DEFAULT_OPTIMIZER
+        return configure_optimizers(
+            self.parameters(), optimizer, self.hparams.scheduler, "val/loss"
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["drvae"] = CHECKPOINT_KIND

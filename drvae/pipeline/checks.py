@@ -8,14 +8,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from drvae.data.rebalance import IMBLEARN_STRATEGIES, added_per_grade, checked_methods
 from drvae.data.records import NUM_GRADES
-from drvae.models.vae_checkpoint import CheckpointError, check_vae_fits
-from drvae.pipeline.errors import ConfigError
+from drvae.errors import ConfigError
+from drvae.models.checkpoints import CheckpointError, check_vae_fits
+from drvae.pipeline.classifier_stage import build_classifier
 from drvae.pipeline.generate_stage import per_grade_counts
 from drvae.pipeline.store import plain
 from drvae.pipeline.vae_stage import build_vae
 
-STAGES = ("vae", "generate")  # in the order they run
+STAGES = ("vae", "generate", "classifier")  # in the order they run
+SYNTHETIC_SOURCES = ("generated", "online")
 
 
 def checked_stages(cfg: DictConfig) -> list[str]:
@@ -33,12 +36,10 @@ def user_checkpoints(cfg: DictConfig) -> dict[int, Path] | None:
     value = plain(cfg.generate.get("checkpoint"))
     if not value:
         return None
-    grades = list(per_grade_counts(cfg.generate.per_grade))
+    per_grade = cfg.generate.get("per_grade")
+    grades = list(per_grade_counts(per_grade) if per_grade is not None else range(NUM_GRADES))
     if isinstance(value, Mapping):
-        missing = [g for g in grades if g not in {int(k) for k in value}]
-        if missing:
-            raise ConfigError(f"generate.checkpoint: no checkpoint for grade(s) {missing}")
-        paths = {g: Path(value[g] if g in value else value[str(g)]) for g in grades}
+        paths = {int(g): Path(p) for g, p in value.items()}
         for grade, path in paths.items():
             check_vae_fits(path, cfg.data.image_size, [grade])
         return paths
@@ -49,29 +50,60 @@ def user_checkpoints(cfg: DictConfig) -> dict[int, Path] | None:
             f"{path}: the VAE was trained on {hparams['num_classes']} grades; the data has "
             f"{NUM_GRADES}"
         )
-    if hparams["num_classes"] == 0 and len(grades) > 1:
+    if hparams["num_classes"] == 0:
         raise ConfigError(
             f"generate.checkpoint: {path} is an unconditional VAE (one grade); give a "
-            f"mapping grade -> checkpoint for grades {grades}"
+            "mapping grade -> checkpoint"
         )
     return dict.fromkeys(grades, path)
+
+
+def _check_generate(cfg: DictConfig) -> None:
+    if cfg.generate.get("per_grade") is not None:
+        per_grade_counts(cfg.generate.per_grade)
+    if cfg.generate.temperature <= 0:
+        raise ConfigError(f"generate.temperature must be > 0, got {cfg.generate.temperature}")
+    if cfg.generate.batch_size <= 0:
+        raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
+
+
+def _check_rebalance(cfg: DictConfig) -> None:
+    """The rebalancing config's form; counts against real data are checked once it is read."""
+    r = cfg.rebalance
+    checked_methods(plain(r.methods))
+    if r.synthetic_source not in SYNTHETIC_SOURCES:
+        raise ConfigError(
+            f"rebalance.synthetic_source: expected one of {SYNTHETIC_SOURCES}, "
+            f"got {r.synthetic_source!r}"
+        )
+    per_grade = plain(r.per_grade)
+    if per_grade not in IMBLEARN_STRATEGIES:  # its form; real counts are checked later
+        added_per_grade(per_grade, dict.fromkeys(range(NUM_GRADES), 0), r.count_as)
+
+
+def _check_classifier(cfg: DictConfig) -> None:
+    try:
+        build_classifier(cfg, cfg.data.image_size)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"classifier: {error}") from None
+    if cfg.classifier.batch_size <= 0:
+        raise ConfigError(f"classifier.batch_size must be > 0, got {cfg.classifier.batch_size}")
 
 
 def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
     """Validate what the chosen stages will use. Returns the stages in running order, and
     the user's checkpoints for generate (grade -> path), if `generate.checkpoint` names any."""
     stages = checked_stages(cfg)
-    checkpoints = None
+    _check_rebalance(cfg)
     if "vae" in stages:
         try:
             build_vae(cfg, cfg.data.image_size)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"vae.model: {error}") from None
-    if "generate" in stages:
-        per_grade_counts(cfg.generate.per_grade)
-        if cfg.generate.temperature <= 0:
-            raise ConfigError(f"generate.temperature must be > 0, got {cfg.generate.temperature}")
-        if cfg.generate.batch_size <= 0:
-            raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
-        checkpoints = user_checkpoints(cfg)
-    return stages, checkpoints
+    if "generate" in stages or "classifier" in stages:
+        _check_generate(cfg)
+    if "classifier" in stages:
+        _check_classifier(cfg)
+    return stages, user_checkpoints(cfg)

@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 from drvae import __version__
 from drvae.data.records import NUM_GRADES
 from drvae.data.synthetic import write_synthetic_set
+from drvae.errors import ConfigError
+from drvae.models.checkpoints import load_vae
 from drvae.models.vae import ConditionalVAE
-from drvae.models.vae_checkpoint import load_vae
-from drvae.pipeline.errors import ConfigError
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 
 
@@ -56,16 +56,23 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def grade_generator(seed: int, grade: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, grade]).generate_state(1, dtype=np.uint64)[0]
+def grade_generator(seed: int, grade: int, *more: int) -> torch.Generator:
+    """A generator seeded by (seed, grade, *more), independent of every other grade's."""
+    state = np.random.SeedSequence([seed, grade, *more]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
 def sample_grade(
-    vae: ConditionalVAE, grade: int, count: int, temperature: float, seed: int, batch_size: int
+    vae: ConditionalVAE,
+    grade: int,
+    count: int,
+    temperature: float,
+    seed: int,
+    batch_size: int,
+    *more_seed: int,
 ) -> np.ndarray:
-    """(count, S, S, 3) uint8 samples of one grade."""
-    generator = grade_generator(seed, grade)
+    """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch)."""
+    generator = grade_generator(seed, grade, *more_seed)
     batches = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
@@ -74,11 +81,34 @@ def sample_grade(
     return np.concatenate(batches)
 
 
-def generate_key(checkpoints: Mapping[int, Path], cfg: DictConfig) -> tuple[str, dict]:
-    digests = {path: sha256_file(path) for path in set(checkpoints.values())}  # each file once
-    shas = {g: digests[p] for g, p in checkpoints.items()}
+def counts_to_generate(cfg: DictConfig, needed: Mapping[int, int]) -> dict[int, int]:
+    """Images per grade to generate: `generate.per_grade`, or (null) what the rebalancing
+    adds. A set larger than needed is fine: the classifier takes each grade's first images."""
+    if cfg.get("per_grade") is None:
+        counts = {g: n for g, n in needed.items() if n}
+        if not counts:
+            raise ConfigError(
+                "generate.per_grade: null takes the counts from the rebalancing, which adds "
+                "no synthetic image; set generate.per_grade or rebalance=synthetic"
+            )
+        return counts
+    counts = per_grade_counts(cfg.per_grade)
+    short = {g: (n, counts.get(g, 0)) for g, n in needed.items() if n > counts.get(g, 0)}
+    if short:
+        raise ConfigError(
+            f"generate.per_grade: the rebalancing needs more synthetic images per grade "
+            f"(needed, asked) {short}; raise it or set it to null"
+        )
+    return counts
+
+
+def generate_key(
+    checkpoints: Mapping[int, Path], counts: Mapping[int, int], cfg: DictConfig
+) -> tuple[str, dict]:
+    digests = {path: sha256_file(path) for path in {checkpoints[g] for g in counts}}  # once each
+    shas = {g: digests[p] for g, p in checkpoints.items() if g in counts}
     params = {
-        "per_grade": per_grade_counts(cfg.per_grade),
+        "per_grade": dict(counts),
         "temperature": cfg.temperature,
         "seed": cfg.seed,
     }
@@ -86,15 +116,16 @@ def generate_key(checkpoints: Mapping[int, Path], cfg: DictConfig) -> tuple[str,
 
 
 def run_generate_stage(
-    cfg: DictConfig, checkpoints: Mapping[int, Path], store: StageStore
+    cfg: DictConfig, counts: Mapping[int, int], checkpoints: Mapping[int, Path], store: StageStore
 ) -> StageResult:
-    """Write (or reuse) the synthetic set; `checkpoints` maps each grade to its VAE."""
-    key, params = generate_key(checkpoints, cfg)
+    """Write (or reuse) `counts[g]` images of each grade; `checkpoints` maps grades to VAEs."""
+    key, params = generate_key(checkpoints, counts, cfg)
 
     def build(tmp: Path) -> dict[str, Any]:
         start = time.perf_counter()
         images, grades = [], []
-        vaes = {path: load_vae(path) for path in set(checkpoints.values())}  # each file once
+        paths = {checkpoints[g] for g in counts}
+        vaes = {path: load_vae(path) for path in paths}  # each file once
         for grade, count in params["per_grade"].items():
             vae = vaes[checkpoints[grade]]
             images.append(
@@ -104,7 +135,7 @@ def run_generate_stage(
         seconds = time.perf_counter() - start
         manifest = {
             **params,
-            "checkpoints": {g: str(p) for g, p in checkpoints.items()},
+            "checkpoints": {g: str(checkpoints[g]) for g in counts},
             "config": plain(cfg),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "drvae_version": __version__,

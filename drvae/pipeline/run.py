@@ -11,13 +11,17 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from drvae.atomic import write_json
+from drvae.data.dataset import SyntheticSource
+from drvae.data.rebalance import RebalancePlan
 from drvae.data.records import NUM_GRADES, DataError
-from drvae.models.vae_checkpoint import CheckpointError
+from drvae.errors import ConfigError
+from drvae.models.checkpoints import CheckpointError
 from drvae.pipeline.checks import check_config
+from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.data import PreparedData, prepare_data
-from drvae.pipeline.errors import ConfigError
-from drvae.pipeline.generate_stage import run_generate_stage
+from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.store import StageStore, plain
+from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
 
 RESULTS = "results.json"
@@ -29,61 +33,117 @@ def versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in PACKAGES}
 
 
-def _vae_checkpoints(vae_info: dict[str, Any]) -> dict[int, Path]:
-    """Grade -> checkpoint that the generate stage draws that grade from."""
-    paths = {name: Path(p) for name, p in vae_info["checkpoints"].items()}
-    if "vae.ckpt" in paths:
-        return dict.fromkeys(range(NUM_GRADES), paths["vae.ckpt"])
-    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(NUM_GRADES)}
-
-
-def _finished_vae(cfg: DictConfig, store: StageStore, data: PreparedData) -> dict[str, Any]:
-    """The VAE for generate when the vae stage is not in `stages`: it must be in the store."""
-    key = vae_key(cfg, data)
-    record = store.finished("vae", key)
-    if record is None:
-        raise ConfigError(
-            "stages: generate needs a VAE; add vae to stages or set generate.checkpoint=PATH"
-        )
-    folder = store.folder("vae", key)
-    return {"checkpoints": {n: str(folder / n) for n in record["info"]["checkpoints"]}}
-
-
 def command_overrides() -> list[str]:
     """The overrides the user typed (empty when run outside a Hydra app, e.g. in tests)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def _vae_checkpoints(checkpoints: dict[str, str]) -> dict[int, Path]:
+    """Grade -> the checkpoint that grade is drawn from, from the vae stage's file names."""
+    paths = {name: Path(p) for name, p in checkpoints.items()}
+    if "vae.ckpt" in paths:
+        return dict.fromkeys(range(NUM_GRADES), paths["vae.ckpt"])
+    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(NUM_GRADES)}
+
+
+class Run:
+    """One job: the stages it runs, what they produced, and its results."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg, self.out = cfg, Path(cfg.paths.output_dir)
+        if (self.out / RESULTS).exists():
+            raise ConfigError(
+                f"{self.out / RESULTS} exists: an earlier run's output is never overwritten"
+            )
+        self.stages, self.user_vaes = check_config(cfg)
+        self.store = StageStore(cfg.paths.cache_dir)
+        self.results: dict[str, Any] = {"stages": {}}
+
+    def record(self, stage: str, summary: dict[str, Any]) -> None:
+        self.results["stages"][stage] = summary
+
+    def plan(self, data: PreparedData) -> RebalancePlan:
+        r = self.cfg.rebalance
+        real = data.per_grade()["train"]
+        return RebalancePlan.make(plain(r.methods), plain(r.per_grade), r.count_as, real)
+
+    def vaes(self, data: PreparedData) -> dict[int, Path]:
+        """Grade -> VAE checkpoint: the user's, this run's vae stage, or a stored one."""
+        if self.user_vaes is not None:
+            return self.user_vaes
+        if "vae" in self.stages:
+            vae = run_vae_stage(self.cfg, data, self.store, self.out / "logs")
+            self.record("vae", vae.summary())
+            return _vae_checkpoints(vae.info["checkpoints"])
+        key = vae_key(self.cfg, data)
+        record = self.store.finished("vae", key)
+        if record is None:
+            raise ConfigError(
+                "stages: synthetic images need a VAE; add vae to stages or set "
+                "generate.checkpoint=PATH"
+            )
+        folder = self.store.folder("vae", key)
+        return _vae_checkpoints({n: str(folder / n) for n in record["info"]["checkpoints"]})
+
+    def synthetic(
+        self, data: PreparedData, plan: RebalancePlan | None
+    ) -> tuple[SyntheticSource | None, str | None]:
+        """The classifier's synthetic images and a key over their origin (or None, None)."""
+        needed = plan.synthetic if plan is not None else {}
+        uses_classifier = "classifier" in self.stages
+        if uses_classifier and not any(needed.values()):
+            for stage in ("vae", "generate"):
+                if stage in self.stages:
+                    self.record(stage, {"skipped": "the rebalancing adds no synthetic image"})
+            return None, None
+        checkpoints = self.vaes(data)
+        g = self.cfg.generate
+        if uses_classifier and self.cfg.rebalance.synthetic_source == "online":
+            if "generate" in self.stages:
+                self.record("generate", {"skipped": "synthetic images are drawn online"})
+            source = DecoderSynthetic(checkpoints, needed, g.temperature, g.seed, g.batch_size)
+            return source, "online:" + generate_key(checkpoints, needed, g)[0]
+        if "generate" not in self.stages:
+            if uses_classifier:
+                raise ConfigError("stages: rebalance=synthetic needs generate in stages")
+            return None, None
+        counts = counts_to_generate(g, needed)
+        generated = run_generate_stage(g, counts, checkpoints, self.store)
+        self.record("generate", generated.summary())
+        if not uses_classifier:
+            return None, None
+        source = read_synthetic_images(generated.path, needed, data.image_size)
+        return source, generated.key
+
+    def run(self) -> dict[str, Any]:
+        start = time.perf_counter()
+        data = prepare_data(self.cfg.data, self.store)
+        counts = data.per_grade()
+        self.results["data"] = {"key": data.key, "cache": str(data.cache.folder), "counts": counts}
+        generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
+        plan = None
+        if "classifier" in self.stages or generate_needs_plan:
+            plan = self.plan(data)  # refuses impossible targets before any training
+        synthetic, synthetic_key = self.synthetic(data, plan)
+        if plan is not None and "classifier" in self.stages:
+            result = run_classifier_stage(
+                self.cfg, data, plan, synthetic, synthetic_key, self.store, self.out / "logs"
+            )
+            self.record("classifier", result.summary())
+            self.results["metrics"] = result.info["metrics"]
+            self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
+        self.results.update(
+            seconds=round(time.perf_counter() - start, 3),
+            overrides=command_overrides(),
+            config=plain(self.cfg),
+            versions=versions(),
+        )
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(self.out / RESULTS, self.results)
+        print(f"drvae: results in {self.out / RESULTS}")
+        return self.results
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured stages; returns (and writes) the run's results."""
-    out = Path(cfg.paths.output_dir)
-    if (out / RESULTS).exists():
-        raise ConfigError(f"{out / RESULTS} exists: an earlier run's output is never overwritten")
-    stages, checkpoints = check_config(cfg)
-    start = time.perf_counter()
-    store = StageStore(cfg.paths.cache_dir)
-    data = prepare_data(cfg.data, store)
-    results: dict[str, Any] = {
-        "data": {"key": data.key, "cache": str(data.cache.folder), "counts": data.per_grade()},
-        "stages": {},
-    }
-    vae_info = None
-    if "vae" in stages:
-        vae = run_vae_stage(cfg, data, store, out / "logs")
-        results["stages"]["vae"] = vae.summary()
-        vae_info = vae.info
-    if "generate" in stages:
-        if checkpoints is None:
-            checkpoints = _vae_checkpoints(vae_info or _finished_vae(cfg, store, data))
-        generated = run_generate_stage(cfg.generate, checkpoints, store)
-        results["stages"]["generate"] = generated.summary()
-    results.update(
-        seconds=round(time.perf_counter() - start, 3),
-        overrides=command_overrides(),
-        config=plain(cfg),
-        versions=versions(),
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RESULTS, results)
-    print(f"drvae: results in {out / RESULTS}")
-    return results
+    return Run(cfg).run()

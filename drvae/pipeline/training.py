@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -34,11 +37,59 @@ def make_loggers(logger_cfg: DictConfig | None, stage: str) -> list[Logger]:
     return loggers
 
 
-def make_trainer(cfg: DictConfig, stage: str, root: Path, callbacks: list[L.Callback]) -> L.Trainer:
+def monitor_mode(metric: str) -> str:
+    """ "min" for losses and their terms, "max" for scores (ELBO, kappa, accuracy, ...)."""
+    return "min" if metric.endswith(("loss", "recon", "recon_gap", "kl", "bpd")) else "max"
+
+
+def make_trainer(
+    cfg: DictConfig, stage: str, root: Path, callbacks: list[L.Callback], **overrides: Any
+) -> L.Trainer:
     """A Trainer from `cfg.trainer`, logging this stage under the run directory."""
     return instantiate(
         cfg.trainer,
         default_root_dir=str(root),
         logger=make_loggers(cfg.get("logger"), stage) or False,
         callbacks=callbacks,
+        **overrides,
     )
+
+
+def best_checkpoint(folder: Path, monitor: str) -> ModelCheckpoint:
+    """Keeps the best weights by `monitor` as `folder/best-epoch=<e>.ckpt`."""
+    return ModelCheckpoint(
+        dirpath=folder, filename="best-{epoch}", monitor=monitor, mode=monitor_mode(monitor)
+    )
+
+
+def fit_keeping_best(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    best: ModelCheckpoint,
+    n_train: int,
+    batch_size: int,
+) -> tuple[Path, dict[str, Any]]:
+    """Fit; returns the best checkpoint (`best`'s, or the last weights when nothing was
+    monitored, e.g. under fast_dev_run) and what the fit did."""
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    checkpoint = best.best_model_path
+    if not checkpoint:
+        last_epoch = max(trainer.current_epoch - 1, 0)
+        checkpoint = str(Path(best.dirpath) / f"last-epoch={last_epoch}.ckpt")
+        trainer.save_checkpoint(checkpoint)
+    # Images actually trained on (full batches: the train loader drops the last partial one).
+    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
+    trained = min(batches * batch_size, n_train * max(trainer.current_epoch, 1))
+    return Path(checkpoint), {
+        "epochs": trainer.current_epoch,
+        "best_epoch": int(re.search(r"epoch=(\d+)", Path(checkpoint).name).group(1)),
+        "train_images": n_train,
+        "train_images_per_second": round(trained / seconds, 1),
+    }
+
+
+def rounded(metrics: dict[str, Any], digits: int = 4) -> dict[str, float]:
+    return {k: round(float(v), digits) for k, v in metrics.items()}

@@ -8,21 +8,26 @@ holds `vae.ckpt` (or `vae_grade<g>.ckpt`), the best checkpoint by `vae.monitor`.
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from drvae.data.dataset import FundusDataModule
 from drvae.data.records import NUM_GRADES, DataError
+from drvae.models.checkpoints import load_vae
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.data import PreparedData
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
-from drvae.pipeline.training import make_trainer, trainer_key_material
+from drvae.pipeline.training import (
+    best_checkpoint,
+    fit_keeping_best,
+    make_trainer,
+    rounded,
+    trainer_key_material,
+)
 
 
 def vae_key(cfg: DictConfig, data: PreparedData) -> str:
@@ -67,40 +72,22 @@ def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
 
 def _fit_one(
     cfg: DictConfig, data: PreparedData, grades: list[int] | None, tmp: Path, log_root: Path
-) -> dict[str, Any]:
+) -> tuple[Path, dict[str, Any]]:
+    """Train one VAE; returns its best checkpoint and what the fit did."""
     label = "vae" if grades is None else f"vae_grade{grades[0]}"
-    """Train one VAE; its best checkpoint lands at `tmp/checkpoints/best.ckpt`."""
     model = build_vae(cfg, data.image_size)
     dm = FundusDataModule(
         data.cache, data.splits, cfg.vae.batch_size, cfg.data.num_workers, grades=grades
     )
-    mode = "max" if cfg.vae.monitor.endswith(("elbo", "active_units")) else "min"
-    best = ModelCheckpoint(
-        dirpath=tmp / "checkpoints", filename="best", monitor=cfg.vae.monitor, mode=mode
-    )
+    best = best_checkpoint(tmp / "checkpoints", cfg.vae.monitor)
     callbacks: list[L.Callback] = [best]
     if cfg.vae.get("images"):
         callbacks.append(instantiate(cfg.vae.images))
     trainer = make_trainer(cfg, label, log_root / label, callbacks)
     n_train = len(dm.dataset("train"))
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
-    fit_seconds = time.perf_counter() - start
-    checkpoint = best.best_model_path
-    if not checkpoint:  # no monitored validation (fast_dev_run, limit_val_batches=0): last
-        checkpoint = str(tmp / "checkpoints" / "last.ckpt")
-        trainer.save_checkpoint(checkpoint)
-    validated = trainer.validate(model, datamodule=dm, ckpt_path=checkpoint, verbose=False)
-    # Images actually trained on (full batches: the train loader drops the last partial one).
-    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-    trained = min(batches * cfg.vae.batch_size, n_train * max(trainer.current_epoch, 1))
-    return {
-        "metrics": {k: round(float(v), 4) for k, v in (validated or [{}])[0].items()},
-        "epochs": trainer.current_epoch,
-        "train_images": n_train,
-        "train_images_per_second": round(trained / fit_seconds, 1),
-        "best": checkpoint,
-    }
+    checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.vae.batch_size)
+    validated = trainer.validate(load_vae(checkpoint), datamodule=dm, verbose=False)
+    return checkpoint, {"metrics": rounded((validated or [{}])[0]), **fit}
 
 
 def run_vae_stage(
@@ -113,8 +100,8 @@ def run_vae_stage(
         L.seed_everything(cfg.seed, workers=True)
         fits = {}
         for name, grades in groups.items():
-            fit = _fit_one(cfg, data, grades, tmp, log_root)
-            shutil.move(fit.pop("best"), tmp / name)
+            checkpoint, fit = _fit_one(cfg, data, grades, tmp, log_root)
+            shutil.move(checkpoint, tmp / name)
             shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
             fits[name] = fit
         return {"checkpoints": list(groups), "fits": fits}

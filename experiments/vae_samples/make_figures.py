@@ -22,7 +22,7 @@ from PIL import Image
 
 from drvae.callbacks.vae_images import to_grid_image
 from drvae.data.readers import read_dataset
-from drvae.models.vae_checkpoint import load_vae
+from drvae.models.checkpoints import load_vae
 
 HERE = Path(__file__).parent
 PER_ROW = 12

@@ -1,4 +1,5 @@
-"""Load VAE checkpoints safely (`weights_only=True`), refusing files that are not drvae's."""
+"""Load drvae checkpoints safely (`weights_only=True`), refusing files that are not drvae's
+or not of the kind asked for (a VAE where a classifier is expected, and the reverse)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ from typing import Any
 
 import torch
 
-from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
+from drvae.models import classifier, vae
+from drvae.models.classifier import GradeClassifier
+from drvae.models.vae import ConditionalVAE
 
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, not a drvae VAE, or does not fit the data."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+KINDS = {vae.CHECKPOINT_KIND: "VAE", classifier.CHECKPOINT_KIND: "grading classifier"}
+
+
+def read_checkpoint(path: str | Path, kind: str = vae.CHECKPOINT_KIND) -> dict[str, Any]:
     """The checkpoint's contents, loaded without executing pickled code."""
     path = Path(path)
     if not path.is_file():
@@ -23,8 +29,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a foreign or damaged file
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("drvae") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not a drvae VAE checkpoint")
+    found = checkpoint.get("drvae") if isinstance(checkpoint, dict) else None
+    if found != kind:
+        what = f"a drvae {KINDS[found]}" if found in KINDS else "not a drvae checkpoint"
+        raise CheckpointError(f"{path}: expected a drvae {KINDS[kind]} checkpoint, found {what}")
     return checkpoint
 
 
@@ -55,3 +63,12 @@ def load_vae(path: str | Path, device: str | torch.device = "cpu") -> Conditiona
     vae = ConditionalVAE(**checkpoint["hyper_parameters"])  # what load_from_checkpoint does
     vae.load_state_dict(checkpoint["state_dict"])
     return vae.to(device).eval()
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> GradeClassifier:
+    """The grading classifier rebuilt from its checkpoint alone, in eval mode."""
+    checkpoint = read_checkpoint(path, classifier.CHECKPOINT_KIND)
+    # The trained weights are in the state dict: the pretrained file is not needed again.
+    model = GradeClassifier(**{**checkpoint["hyper_parameters"], "pretrained": None})
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Errors the pipeline reports to the user as one clear line (exit status 2), not a trace."""
+"""Config errors drvae reports to the user as one clear line (exit status 2), not a trace."""
 
 from __future__ import annotations
 

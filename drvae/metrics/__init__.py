@@ -1,0 +1,1 @@
+"""Metrics: DR grading (torchmetrics collections) and, later, the synthetic-data audit."""

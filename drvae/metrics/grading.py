@@ -1,0 +1,73 @@
+"""DR grading metrics as torchmetrics collections, fed with (probabilities (B, 5), grades (B,)).
+
+Referable DR is grade >= 2 (moderate or worse, the usual screening referral threshold): its
+sensitivity and specificity score the decision "predicted grade >= 2", and its AUROC the
+probability mass on grades 2-4.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    BinaryRecall,
+    BinarySpecificity,
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassCohenKappa,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper, LambdaInputTransformer
+
+from drvae.data.records import NUM_GRADES
+
+REFERABLE_GRADE = 2
+GRADE_LABELS = [f"grade{g}" for g in range(NUM_GRADES)]
+
+
+def referable_decision(probs: torch.Tensor) -> torch.Tensor:
+    return (probs.argmax(dim=1) >= REFERABLE_GRADE).long()  # (B,)
+
+
+def referable_probability(probs: torch.Tensor) -> torch.Tensor:
+    return probs[:, REFERABLE_GRADE:].sum(dim=1)  # (B,)
+
+
+def referable_target(target: torch.Tensor) -> torch.Tensor:
+    return (target >= REFERABLE_GRADE).long()  # (B,)
+
+
+def _referable(metric: torch.nn.Module, score: bool = False) -> LambdaInputTransformer:
+    pred = referable_probability if score else referable_decision
+    return LambdaInputTransformer(metric, transform_pred=pred, transform_target=referable_target)
+
+
+def grading_metrics(prefix: str, num_classes: int = NUM_GRADES) -> MetricCollection:
+    """Every grading metric, keyed `<prefix>qwk`, `<prefix>recall_grade3`, ..."""
+    k = num_classes
+    return MetricCollection(
+        {
+            "qwk": MulticlassCohenKappa(k, weights="quadratic"),
+            "macro_f1": MulticlassF1Score(k, average="macro"),
+            "balanced_accuracy": MulticlassRecall(k, average="macro"),
+            "accuracy": MulticlassAccuracy(k, average="micro"),
+            "auroc": MulticlassAUROC(k, average="macro"),
+            "recall": ClasswiseWrapper(MulticlassRecall(k, average=None), GRADE_LABELS, "recall_"),
+            "precision": ClasswiseWrapper(
+                MulticlassPrecision(k, average=None), GRADE_LABELS, "precision_"
+            ),
+            "referable_sensitivity": _referable(BinaryRecall()),
+            "referable_specificity": _referable(BinarySpecificity()),
+            "referable_auroc": _referable(BinaryAUROC(), score=True),
+        },
+        prefix=prefix,
+    )
+
+
+def confusion_matrix(num_classes: int = NUM_GRADES) -> MulticlassConfusionMatrix:
+    """Rows: true grade; columns: predicted grade; counts."""
+    return MulticlassConfusionMatrix(num_classes)

@@ -1,0 +1,178 @@
+"""`GradeClassifier`: a timm CNN grading DR (0-4) as a LightningModule.
+
+Batches are `(images (B, 3, S, S) uint8, grades (B,))`. The module scales the images to
+[0, 1], resizes them to the model's input size if it differs, and normalises them with the
+mean and std of timm's data config for the model. Hyperparameters are primitives only, so
+`GradeClassifier.load_from_checkpoint(path)` needs no other argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from drvae.data.records import NUM_GRADES
+from drvae.errors import ConfigError
+from drvae.metrics.grading import confusion_matrix, grading_metrics
+from drvae.models.classifier_loss import make_loss
+from drvae.models.optim import configure_optimizers
+from drvae.models.vae import to_unit
+
+CHECKPOINT_KIND = "drvae.GradeClassifier/1"  # stored in every checkpoint; checked on load
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3}
+
+
+class PretrainedWeightsError(ConfigError):
+    """`pretrained` names no readable local weights file (drvae never downloads)."""
+
+
+def create_timm_model(
+    model_name: str, num_classes: int, pretrained: str | None, drop_rate: float
+) -> torch.nn.Module:
+    """`timm.create_model`, with pretrained weights only from the local file `pretrained`."""
+    if not pretrained:
+        return timm.create_model(model_name, num_classes=num_classes, drop_rate=drop_rate)
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"classifier.pretrained: {path} is not a file; drvae loads pretrained weights "
+            "only from a local file (.pth, .bin or .safetensors), it never downloads them"
+        )
+    try:
+        return timm.create_model(
+            model_name,
+            pretrained=True,
+            pretrained_cfg_overlay={"file": str(path)},
+            num_classes=num_classes,  # timm drops a head of another size and starts it afresh
+            drop_rate=drop_rate,
+        )
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise PretrainedWeightsError(
+            f"classifier.pretrained: {path} does not hold {model_name} weights ({error})"
+        ) from None
+
+
+class GradeClassifier(L.LightningModule):
+    """A timm model with its loss, torchmetrics grading metrics and optimiser.
+
+    Args:
+        model_name: any `timm.list_models()` name (e.g. resnet18, efficientnet_b0).
+        image_size: the size of the images the data delivers.
+        input_size: the model's input size: None keeps `image_size`; "timm" takes the
+            model's default from timm's data config; an int resizes to it.
+        pretrained: a local weights file; None trains from scratch.
+        loss: "ce" (cross-entropy) or "focal"; `class_weights` weighs either per grade.
+        label_smoothing: cross-entropy label smoothing (0 = off).
+        focal_gamma: focusing exponent of the focal loss.
+        drop_rate: dropout before the classifier head.
+        optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
+        monitor: the validation metric the scheduler (if any) watches.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "resnet10t",
+        image_size: int = 64,
+        num_classes: int = NUM_GRADES,
+        input_size: int | str | None = None,
+        pretrained: str | None = None,
+        loss: str = "ce",
+        class_weights: list[float] | None = None,
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 2.0,
+        drop_rate: float = 0.0,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        monitor: str = "val/qwk",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = create_timm_model(model_name, num_classes, pretrained, drop_rate)
+        data_config = timm.data.resolve_model_data_config(self.net)
+        self.input_size = self._input_size(input_size, image_size, data_config)
+        self.register_buffer("mean", torch.tensor(data_config["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(data_config["std"]).view(1, 3, 1, 1))
+        self.criterion = make_loss(loss, class_weights, label_smoothing, focal_gamma)
+        self.train_accuracy = MulticlassAccuracy(num_classes)
+        self.metrics = torch.nn.ModuleDict(
+            {s: grading_metrics(f"{s}/", num_classes) for s in ("val", "test")}
+        )
+        self.confusion = torch.nn.ModuleDict(
+            {s: confusion_matrix(num_classes) for s in ("val", "test")}
+        )
+        self.last_confusion: dict[str, Tensor] = {}  # per stage, the last epoch's matrix
+
+    @staticmethod
+    def _input_size(value: int | str | None, image_size: int, data_config: dict) -> int:
+        if value is None:
+            return image_size
+        if value == "timm":
+            return int(data_config["input_size"][-1])
+        if isinstance(value, int) and value > 0:
+            return value
+        raise ValueError(f"input_size: expected null, 'timm' or a positive int, got {value!r}")
+
+    def forward(self, images: Tensor) -> Tensor:  # (B, 3, S, S) uint8 -> (B, K) logits
+        x = to_unit(images)
+        if x.shape[-1] != self.input_size:
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return self.net((x - self.mean) / self.std)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, grades = batch
+        logits = self(images)
+        loss = self.criterion(logits, grades)
+        self.train_accuracy(logits, grades)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/accuracy", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        images, grades = batch
+        logits = self(images)
+        self.log(f"{stage}/loss", self.criterion(logits, grades), on_epoch=True, prog_bar=True)
+        probs = logits.float().softmax(dim=1)  # (B, K)
+        self.metrics[stage].update(probs, grades)
+        self.confusion[stage].update(probs, grades)
+
+    def _epoch_end(self, stage: str) -> None:
+        values = self.metrics[stage].compute()
+        qwk = values.pop(f"{stage}/qwk")
+        self.log_dict(values)
+        self.log(f"{stage}/qwk", qwk, prog_bar=True)
+        self.last_confusion[stage] = self.confusion[stage].compute().cpu()
+        self.metrics[stage].reset()
+        self.confusion[stage].reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(images).float().softmax(dim=1)  # (B, K) grade probabilities
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        return configure_optimizers(
+            self.parameters(), hp.optimizer or DEFAULT_OPTIMIZER, hp.scheduler, hp.monitor
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["drvae"] = CHECKPOINT_KIND

@@ -1,0 +1,135 @@
+"""Stage `classifier`: train the timm grader on the (rebalanced) TRAIN split, keep the best
+checkpoint by `classifier.monitor` on real validation images, and score it on the real test
+split. The stage folder holds `classifier.ckpt`; its record holds the test metrics."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from drvae.callbacks import ConfusionMatrixLogger
+from drvae.data.dataset import FundusDataModule, SyntheticSource
+from drvae.data.rebalance import RebalancePlan
+from drvae.models.checkpoints import load_classifier
+from drvae.models.classifier import GradeClassifier
+from drvae.pipeline.data import PreparedData
+from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.training import (
+    best_checkpoint,
+    fit_keeping_best,
+    make_trainer,
+    rounded,
+    trainer_key_material,
+)
+
+
+def classifier_key(
+    cfg: DictConfig, data: PreparedData, plan: RebalancePlan, synthetic_key: str | None
+) -> str:
+    """Over the data, seed, classifier config, rebalancing and the synthetic images' origin."""
+    c = cfg.classifier
+    return config_key(
+        "classifier",
+        data.key,
+        cfg.seed,
+        c.model,
+        c.optimizer,
+        c.scheduler,
+        c.batch_size,
+        c.monitor,
+        c.augment,
+        asdict(plan),
+        synthetic_key,
+        trainer_key_material(cfg.trainer),
+    )
+
+
+def build_classifier(
+    cfg: DictConfig, image_size: int, class_weights: list[float] | None = None
+) -> GradeClassifier:
+    """The classifier the config describes (before training)."""
+    c = cfg.classifier
+    return GradeClassifier(
+        image_size=image_size,
+        **plain(c.model),
+        class_weights=class_weights,
+        optimizer=plain(c.optimizer),
+        scheduler=plain(c.scheduler),
+        monitor=c.monitor,
+    )
+
+
+def _datamodule(
+    cfg: DictConfig, data: PreparedData, plan: RebalancePlan, synthetic: SyntheticSource | None
+) -> FundusDataModule:
+    augment = instantiate(cfg.classifier.augment) if cfg.classifier.get("augment") else None
+    return FundusDataModule(
+        data.cache,
+        data.splits,
+        cfg.classifier.batch_size,
+        cfg.data.num_workers,
+        plan=plan,
+        synthetic=synthetic,
+        augment=augment,
+        seed=cfg.seed,
+    )
+
+
+def _train_and_test(
+    cfg: DictConfig, dm: FundusDataModule, model: GradeClassifier, tmp: Path, log_root: Path
+) -> tuple[Path, dict[str, Any]]:
+    best = best_checkpoint(tmp / "checkpoints", cfg.classifier.monitor)
+    # Online synthetic images are drawn anew each epoch, when Lightning reloads the loader.
+    online = cfg.rebalance.synthetic_source == "online"
+    trainer = make_trainer(
+        cfg,
+        "classifier",
+        log_root / "classifier",
+        [best, ConfusionMatrixLogger()],
+        reload_dataloaders_every_n_epochs=int(online),
+    )
+    n_train = sum(dm.plan.total.values())
+    checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
+    best_model = load_classifier(checkpoint)
+    tested = trainer.test(best_model, datamodule=dm, verbose=False)[0]
+    validated = trainer.validate(best_model, datamodule=dm, verbose=False)[0]
+    info = {
+        "metrics": rounded({k: v for k, v in tested.items() if k != "test/loss"}),
+        "val_metrics": rounded(validated),
+        "test_loss": round(float(tested["test/loss"]), 4),
+        "confusion_matrix": best_model.last_confusion["test"].tolist(),
+        **fit,
+    }
+    return checkpoint, info
+
+
+def run_classifier_stage(
+    cfg: DictConfig,
+    data: PreparedData,
+    plan: RebalancePlan,
+    synthetic: SyntheticSource | None,
+    synthetic_key: str | None,
+    store: StageStore,
+    log_root: Path,
+) -> StageResult:
+    """Train (or reuse) the classifier for this data, rebalancing, config and seed."""
+
+    def build(tmp: Path) -> dict[str, Any]:
+        L.seed_everything(cfg.seed, workers=True)
+        model = build_classifier(cfg, data.image_size, plan.class_weights)
+        dm = _datamodule(cfg, data, plan, synthetic)
+        checkpoint, info = _train_and_test(cfg, dm, model, tmp, log_root)
+        shutil.move(checkpoint, tmp / "classifier.ckpt")
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        return info
+
+    key = classifier_key(cfg, data, plan, synthetic_key)
+    result = store.run("classifier", key, build)
+    result.info = {"path": str(result.path / "classifier.ckpt"), **result.info}
+    return result
