@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install drvae in editable mode with dev extras (quick when done)
 
-run: $(STAMP) ## The main job: simulate the default data, train the VAE, sample from it (runs/)
-	$(BIN)/drvae $(ARGS)
+run: $(STAMP) ## The default experiment on simulated data: no rebalancing vs VAE rebalancing (runs/)
+	$(BIN)/drvae -m rebalance=none,synthetic $(ARGS)
 
 test: $(STAMP) ## The fast test suite (slow tests deselected)
 	$(BIN)/pytest -q

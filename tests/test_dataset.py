@@ -9,7 +9,7 @@ import torch
 from test_cache import write_aptos  # tests/ is on sys.path (rootdir-relative imports)
 
 from drvae.data.cache import build_cache
-from drvae.data.dataset import CachedImages, FundusDataModule
+from drvae.data.dataset import FundusDataModule, ImageArray
 from drvae.data.preprocess import PreprocessConfig
 from drvae.data.readers import read_dataset
 from drvae.data.splits import make_splits
@@ -22,7 +22,7 @@ def cached(tmp_path: Path, n: int = 60):
 
 def test_items_are_the_cached_pixels_channels_first(tmp_path: Path) -> None:
     cache = cached(tmp_path)
-    data = CachedImages(cache, [3, 7])
+    data = ImageArray(cache.images, cache.grades, [3, 7])
     image, grade = data[1]
     assert image.dtype == torch.uint8 and image.shape == (3, 16, 16)
     assert np.array_equal(image.permute(1, 2, 0).numpy(), cache.images[7])

@@ -1,4 +1,4 @@
-"""The `drvae` pipeline (stages vae and generate) end to end on tiny simulated data."""
+"""The `drvae` pipeline (stages vae, generate, classifier) end to end on tiny simulated data."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from PIL import Image
 
 from drvae.data.readers import read_dataset
 from drvae.data.records import DataError
-from drvae.models.checkpoints import CheckpointError
 from drvae.errors import ConfigError
+from drvae.models.checkpoints import CheckpointError
 from drvae.pipeline.generate_stage import per_grade_counts, sha256_file
 from drvae.pipeline.run import run
 
@@ -30,7 +31,9 @@ TINY = [
     "vae.images.per_grade=2",
     "trainer.max_epochs=1",
     "trainer.enable_progress_bar=false",
-    "generate.per_grade=4",
+    "classifier.model.model_name=test_resnet",
+    "classifier.batch_size=32",
+    "rebalance.per_grade=4",
     "seed=1",
 ]
 
@@ -90,9 +93,29 @@ def test_results_json_is_written(first: dict) -> None:
     assert (out / "logs" / "vae" / "images" / "vae_samples_epoch000.png").is_file()
 
 
+def test_results_hold_test_metrics_counts_and_the_classifier(first: dict) -> None:
+    metrics = first["metrics"]
+    names = ["qwk", "macro_f1", "balanced_accuracy", "accuracy", "auroc"]
+    names += ["referable_sensitivity", "referable_specificity"]
+    names += [f"{m}_grade{g}" for m in ("recall", "precision") for g in range(5)]
+    assert {f"test/{n}" for n in names} <= set(metrics)
+    assert all(0 <= v <= 1 for k, v in metrics.items() if k != "test/qwk")
+    counts, data = first["counts"], first["data"]["counts"]
+    assert counts["train_real"] == data["train"] and counts["test"] == data["test"]
+    assert counts["train_synthetic"] == dict.fromkeys(range(5), 4)
+    assert counts["train_oversampled"] == dict.fromkeys(range(5), 0)
+    classifier = first["stages"]["classifier"]
+    assert Path(classifier["path"]).is_file() and classifier["reused"] is False
+    matrix = np.array(classifier["confusion_matrix"])  # rows: true grade
+    assert matrix.sum(axis=1).tolist() == [data["test"][g] for g in range(5)]
+    assert classifier["train_images"] == sum(data["train"].values()) + 20
+    out = Path(first["config"]["paths"]["output_dir"]) / "logs" / "classifier"
+    assert (out / "images" / "test_confusion_matrix.csv").is_file()
+
+
 def test_a_second_run_reuses_finished_stages(first: dict, cache_dir: Path, tmp_path: Path) -> None:
     again = run(config(cache_dir, tmp_path))
-    for name in ("vae", "generate"):
+    for name in ("vae", "generate", "classifier"):
         assert again["stages"][name]["reused"] is True
         assert again["stages"][name]["key"] == first["stages"][name]["key"]
     assert again["stages"]["vae"]["metrics"] == first["stages"]["vae"]["metrics"]
@@ -150,6 +173,15 @@ def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> No
         ("vae.model.norm=layer", ConfigError, "norm must be one of"),
         ("data=aptos", DataError, "data.root"),
         ("generate.checkpoint=/nonexistent/vae.ckpt", CheckpointError, "checkpoint not found"),
+        ("rebalance.per_grade=-5", ConfigError, "rebalance.per_grade: expected a count >= 0"),
+        ("rebalance.per_grade={7: 3}", ConfigError, "grade 7 is outside 0-4"),
+        ("rebalance.per_grade=most", ConfigError, "unknown strategy 'most'"),
+        ("rebalance.methods=[smote]", ConfigError, "rebalance.methods: unknown"),
+        ("rebalance.methods=[oversample,synthetic]", ConfigError, "one source of added"),
+        ("rebalance.synthetic_source=disk", ConfigError, "rebalance.synthetic_source"),
+        ("classifier.model.model_name=nonet", ConfigError, "classifier: Unknown model"),
+        ("classifier.model.pretrained=/no/weights.pth", ConfigError, "never downloads"),
+        ("classifier.model.loss=hinge", ConfigError, "classifier: loss 'hinge'"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(
@@ -182,7 +214,7 @@ def test_per_grade_counts_vocabulary() -> None:
 
 
 def test_unconditional_vae_trains_one_model_per_grade(cache_dir: Path, tmp_path: Path) -> None:
-    result = run(config(cache_dir, tmp_path, "vae.model.num_classes=0", "generate.per_grade=2"))
+    result = run(config(cache_dir, tmp_path, "vae.model.num_classes=0", "rebalance.per_grade=2"))
     checkpoints = result["stages"]["vae"]["checkpoints"]
     assert sorted(checkpoints) == [f"vae_grade{g}.ckpt" for g in range(5)]
     manifest = json.loads(Path(result["stages"]["generate"]["path"], "manifest.json").read_text())
@@ -237,9 +269,10 @@ def test_command_line(tmp_path: Path) -> None:
 
 
 def test_a_sweep_over_counts_trains_the_vae_once(tmp_path: Path) -> None:
-    """`drvae -m generate.per_grade=2,3`: two jobs, one VAE training, two synthetic sets."""
+    """`drvae -m rebalance.per_grade=2,3`: two jobs, one VAE training, two synthetic sets,
+    two classifiers, and the comparison table at the end."""
     cmd = [
-        sys.executable, "-m", "drvae.pipeline.main", "-m", *TINY[:-2], "generate.per_grade=2,3",
+        sys.executable, "-m", "drvae.pipeline.main", "-m", *TINY[:-2], "rebalance.per_grade=2,3",
         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -248,6 +281,9 @@ def test_a_sweep_over_counts_trains_the_vae_once(tmp_path: Path) -> None:
     assert [job["stages"]["vae"]["reused"] for job in jobs] == [False, True]
     assert len({job["stages"]["vae"]["key"] for job in jobs}) == 1
     assert [job["stages"]["generate"]["n_images"] for job in jobs] == [10, 15]
+    assert [sum(job["counts"]["train_synthetic"].values()) for job in jobs] == [10, 15]
+    assert len({job["stages"]["classifier"]["key"] for job in jobs}) == 2
+    assert "| qwk |" in done.stdout and "rebalance.per_grade=2" in done.stdout
 
 
 @pytest.mark.parametrize("override", ["trainer.fast_dev_run=true", "trainer.limit_val_batches=0"])
@@ -256,3 +292,70 @@ def test_without_monitored_validation_the_last_weights_are_kept(
 ) -> None:
     result = run(config(cache_dir, tmp_path, override, "stages=[vae]"))
     assert Path(result["stages"]["vae"]["path"]).is_file()
+
+
+def test_a_new_synthetic_count_reuses_the_vae(first: dict, cache_dir: Path, tmp_path: Path) -> None:
+    other = run(config(cache_dir, tmp_path, "rebalance.per_grade={3: 6, 4: 2}"))
+    assert other["stages"]["vae"] == {**first["stages"]["vae"], "reused": True, "seconds": ANY}
+    assert other["stages"]["generate"]["reused"] is False
+    assert other["counts"]["train_synthetic"] == {0: 0, 1: 0, 2: 0, 3: 6, 4: 2}
+
+
+def test_a_larger_generated_set_serves_smaller_counts(
+    first: dict, cache_dir: Path, tmp_path: Path
+) -> None:
+    """generate.per_grade=6 is written once; rebalance.per_grade=4 takes its first images,
+    which are the images a set of 4 per grade holds."""
+    big = run(config(cache_dir, tmp_path, "generate.per_grade=6"))
+    assert big["stages"]["generate"]["n_images"] == 30
+    assert big["counts"]["train_synthetic"] == dict.fromkeys(range(5), 4)
+    assert big["metrics"] == first["metrics"]  # same 4 images per grade, same classifier
+
+
+def test_no_rebalancing_skips_the_vae(cache_dir: Path, tmp_path: Path) -> None:
+    result = run(config(cache_dir, tmp_path, "rebalance=none"))
+    assert "skipped" in result["stages"]["vae"] and "skipped" in result["stages"]["generate"]
+    assert sum(result["counts"]["train_synthetic"].values()) == 0
+    assert result["rebalance"] == {
+        "methods": ["none"],
+        "class_weights": None,
+        "synthetic_source": "generated",
+    }
+
+
+def test_oversampling_and_class_weights(cache_dir: Path, tmp_path: Path) -> None:
+    result = run(
+        config(cache_dir, tmp_path, "rebalance.methods=[oversample,class_weight]",
+               "rebalance.per_grade=not majority")
+    )  # fmt: skip
+    real, added = result["counts"]["train_real"], result["counts"]["train_oversampled"]
+    largest = max(real.values())
+    assert {g: real[g] + added[g] for g in range(5)} == dict.fromkeys(range(5), largest)
+    assert result["rebalance"]["class_weights"] == pytest.approx([1.0] * 5)  # now balanced
+    assert "skipped" in result["stages"]["vae"]
+
+
+def test_online_synthetic_images_need_no_generate_stage(
+    first: dict, cache_dir: Path, tmp_path: Path
+) -> None:
+    result = run(config(cache_dir, tmp_path, "rebalance=synthetic_online", "trainer.max_epochs=2"))
+    assert result["stages"]["vae"]["reused"] is True
+    assert "skipped" in result["stages"]["generate"]
+    assert result["counts"]["train_synthetic"] == dict.fromkeys(range(5), 4)
+    assert result["stages"]["classifier"]["key"] != first["stages"]["classifier"]["key"]
+
+
+def test_synthetic_images_for_a_grade_without_training_images_are_refused(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    fractions = "data.fractions=[0.6,0.2,0.1,0.1,0.0]"
+    with pytest.raises(ConfigError, match=r"grade\(s\) \[4\], which have no training images"):
+        run(config(cache, tmp_path / "out", fractions))
+    assert not (cache / "vae").exists()  # refused before any training
+
+
+def test_fast_dev_run_of_the_whole_pipeline(tmp_path: Path) -> None:
+    result = run(config(tmp_path / "cache", tmp_path / "out", "trainer.fast_dev_run=true"))
+    assert set(result["stages"]) == {"vae", "generate", "classifier"}
+    assert "test/qwk" in result["metrics"]

@@ -13,10 +13,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.components.conditioning import LabelCode
 from drvae.models.components.conv_vae import Decoder, Encoder, make_norm
 from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
-from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.vae_loss import (
     beta_at,
     gaussian_kl,

@@ -13,7 +13,7 @@ from typing import Protocol
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
 
 from drvae.data.cache import CachedDataset
 from drvae.data.rebalance import RebalancePlan, oversample_indices
@@ -55,6 +55,15 @@ class ImageArray(Dataset):
     def per_grade(self) -> dict[int, int]:
         counts = Counter(self.grades.tolist())
         return {g: counts.get(g, 0) for g in range(NUM_GRADES)}
+
+
+def reseed_augment(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: each worker's albumentations pipeline gets its own seed
+    (derived from the loader's, so runs stay reproducible) instead of a copy of the same one."""
+    info = get_worker_info()
+    for part in getattr(info.dataset, "datasets", [info.dataset]):
+        if hasattr(part.augment, "set_random_seed"):
+            part.augment.set_random_seed(info.seed % 2**32)
 
 
 class SyntheticSource(Protocol):
@@ -137,6 +146,7 @@ class FundusDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=reseed_augment if self.augment is not None else None,
             drop_last=shuffle and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
         )
 

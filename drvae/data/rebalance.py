@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from imblearn.over_sampling import RandomOverSampler
 from imblearn.utils import check_sampling_strategy
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -51,10 +50,12 @@ def checked_methods(methods: str | Sequence[str], key: str = "rebalance.methods"
 
 
 def _grade(value: Any, key: str) -> int:
-    try:
-        grade = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: grade {value!r} is not an integer 0-4") from None
+    """A grade key: an int, or its decimal string (YAML and JSON keys)."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: grade {value!r} is not an integer 0-4")
+    grade = value
     if grade not in GRADES:
         raise ConfigError(f"{key}: grade {grade} is outside 0-{NUM_GRADES - 1}")
     return grade
@@ -180,10 +181,8 @@ class RebalancePlan:
 def oversample_indices(
     indices: np.ndarray, grades: np.ndarray, added: Mapping[int, int], seed: int
 ) -> np.ndarray:
-    """`added[g]` random duplicates (with replacement) of grade-g members of `indices`."""
-    wanted = {g: int((grades == g).sum()) + n for g, n in added.items() if n}
-    if not wanted:
-        return np.empty(0, dtype=np.int64)
-    sampler = RandomOverSampler(sampling_strategy=wanted, random_state=seed)
-    sampler.fit_resample(indices.reshape(-1, 1), grades)
-    return indices[sampler.sample_indices_[len(indices) :]]
+    """`added[g]` random duplicates (drawn with replacement, as imbalanced-learn's
+    RandomOverSampler does) of the grade-g members of `indices`."""
+    rng = np.random.default_rng(seed)
+    extra = [rng.choice(indices[grades == g], n) for g, n in sorted(added.items()) if n]
+    return np.concatenate(extra) if extra else np.empty(0, dtype=np.int64)

@@ -21,12 +21,40 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.wrappers import ClasswiseWrapper, LambdaInputTransformer
 
 from drvae.data.records import NUM_GRADES
 
 REFERABLE_GRADE = 2
 GRADE_LABELS = [f"grade{g}" for g in range(NUM_GRADES)]
+
+
+class BalancedAccuracy(MulticlassRecall):
+    """Mean recall over the grades present in the targets (scikit-learn's balanced accuracy):
+    torchmetrics' macro recall would count a grade absent from a small split as recall 0."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes, average=None)
+
+    def compute(self) -> torch.Tensor:
+        tp, _, _, fn = self._final_state()
+        present = (tp + fn) > 0
+        return (tp[present] / (tp + fn)[present]).float().mean()
+
+
+class MacroAUROC(MulticlassAUROC):
+    """One-vs-rest AUROC averaged over the grades present in the targets (undefined for an
+    absent grade, which torchmetrics' macro average would count as 0)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes, average=None)
+
+    def compute(self) -> torch.Tensor:
+        per_grade = super().compute()  # (K,)
+        target = dim_zero_cat(self.target)
+        present = torch.bincount(target.long(), minlength=self.num_classes) > 0
+        return per_grade[present].mean()
 
 
 def referable_decision(probs: torch.Tensor) -> torch.Tensor:
@@ -53,9 +81,9 @@ def grading_metrics(prefix: str, num_classes: int = NUM_GRADES) -> MetricCollect
         {
             "qwk": MulticlassCohenKappa(k, weights="quadratic"),
             "macro_f1": MulticlassF1Score(k, average="macro"),
-            "balanced_accuracy": MulticlassRecall(k, average="macro"),
+            "balanced_accuracy": BalancedAccuracy(k),
             "accuracy": MulticlassAccuracy(k, average="micro"),
-            "auroc": MulticlassAUROC(k, average="macro"),
+            "auroc": MacroAUROC(k),
             "recall": ClasswiseWrapper(MulticlassRecall(k, average=None), GRADE_LABELS, "recall_"),
             "precision": ClasswiseWrapper(
                 MulticlassPrecision(k, average=None), GRADE_LABELS, "precision_"

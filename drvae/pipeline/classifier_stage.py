@@ -69,6 +69,8 @@ def _datamodule(
     cfg: DictConfig, data: PreparedData, plan: RebalancePlan, synthetic: SyntheticSource | None
 ) -> FundusDataModule:
     augment = instantiate(cfg.classifier.augment) if cfg.classifier.get("augment") else None
+    if hasattr(augment, "set_random_seed"):  # albumentations ignores the global seeds
+        augment.set_random_seed(cfg.seed)
     return FundusDataModule(
         data.cache,
         data.splits,

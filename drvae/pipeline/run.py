@@ -132,6 +132,11 @@ class Run:
             self.record("classifier", result.summary())
             self.results["metrics"] = result.info["metrics"]
             self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
+            self.results["rebalance"] = {
+                "methods": list(plan.methods) or ["none"],
+                "class_weights": plan.class_weights,
+                "synthetic_source": self.cfg.rebalance.synthetic_source,
+            }
         self.results.update(
             seconds=round(time.perf_counter() - start, 3),
             overrides=command_overrides(),

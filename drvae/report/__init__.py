@@ -1,0 +1,1 @@
+"""Collect runs' `results.json` into comparison tables."""
