@@ -30,10 +30,15 @@ def collect(root: Path) -> list[Job]:
         raise FileNotFoundError(f"{root}: no such folder")
     folders = {p.parent for p in root.rglob(RESULTS)} | {p.parent for p in root.rglob(".hydra")}
     jobs = []
-    for folder in sorted(folders):
+    for folder in sorted(folders, key=_natural):
         path = folder / RESULTS
         jobs.append(Job(folder, json.loads(path.read_text()) if path.is_file() else None))
     return jobs
+
+
+def _natural(path: Path) -> list:
+    """Sort key: job 2 before job 10."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
 def job_labels(jobs: list[Job]) -> list[str]:

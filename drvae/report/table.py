@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from drvae.report.collect import Job, collect, job_labels
 
 HEADLINE = (
@@ -47,11 +49,39 @@ def comparison_table(jobs: list[Job]) -> str:
     return "\n".join(lines)
 
 
+def seedless(label: str) -> str:
+    return " ".join(p for p in label.split() if not p.startswith("seed=")) or "all"
+
+
+def seeds_table(jobs: list[Job]) -> str | None:
+    """Mean +- std across seeds per setting (None when no setting has two seeds)."""
+    done = [j for j in jobs if j.results and j.results.get("metrics")]
+    groups: dict[str, list[Job]] = {}
+    for job, label in zip(done, job_labels(done), strict=True):
+        groups.setdefault(seedless(label), []).append(job)
+    if not any(len(g) > 1 for g in groups.values()):
+        return None
+    head = [f"{name} (n={len(g)})" for name, g in groups.items()]
+    lines = ["| metric | " + " | ".join(head) + " |", "|---" * (len(groups) + 1) + "|"]
+    for name in metric_names(done):
+        cells = []
+        for group in groups.values():
+            values = [j.results["metrics"][name] for j in group if name in j.results["metrics"]]
+            cells.append(
+                f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
+            )
+        lines.append(f"| {name.removeprefix('test/')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(root: Path) -> str:
     jobs = collect(root)
     if not jobs:
         raise FileNotFoundError(f"{root}: no job folder (results.json or .hydra/) under it")
     text = comparison_table(jobs)
+    across_seeds = seeds_table(jobs)
+    if across_seeds:
+        text += "\n\nmean ± sample std across seeds:\n\n" + across_seeds
     failed = [str(j.folder) for j in jobs if j.results is None]
     if failed:
         text += "\n\nunfinished or failed jobs (no results.json):\n" + "\n".join(failed)
