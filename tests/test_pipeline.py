@@ -19,6 +19,7 @@ from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError
 from drvae.pipeline.generate_stage import per_grade_counts, sha256_file
 from drvae.pipeline.run import run
+from drvae.pipeline.synthetic_sources import DecoderSynthetic
 
 TINY = [
     "data.n_images=300",
@@ -182,6 +183,7 @@ def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> No
         ("classifier.model.model_name=nonet", ConfigError, "classifier: Unknown model"),
         ("classifier.model.pretrained=/no/weights.pth", ConfigError, "never downloads"),
         ("classifier.model.loss=hinge", ConfigError, "classifier: loss 'hinge'"),
+        ("stages=[vae,classifier]", ConfigError, "need generate in stages"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(
@@ -338,11 +340,22 @@ def test_oversampling_and_class_weights(cache_dir: Path, tmp_path: Path) -> None
 def test_online_synthetic_images_need_no_generate_stage(
     first: dict, cache_dir: Path, tmp_path: Path
 ) -> None:
-    result = run(config(cache_dir, tmp_path, "rebalance=synthetic_online", "trainer.max_epochs=2"))
-    assert result["stages"]["vae"]["reused"] is True
+    over = ["rebalance=synthetic_online", "classifier.trainer.max_epochs=2"]
+    result = run(config(cache_dir, tmp_path, *over))
+    assert result["stages"]["vae"]["reused"] is True  # the VAE's trainer did not change
     assert "skipped" in result["stages"]["generate"]
     assert result["counts"]["train_synthetic"] == dict.fromkeys(range(5), 4)
     assert result["stages"]["classifier"]["key"] != first["stages"]["classifier"]["key"]
+    assert result["stages"]["classifier"]["epochs"] == 2
+
+
+def test_online_images_are_fresh_each_epoch_and_reproducible(first: dict) -> None:
+    vae = Path(first["stages"]["vae"]["path"])
+    source = DecoderSynthetic(dict.fromkeys(range(5), vae), {1: 3, 4: 2}, 1.0, 0, 8)
+    images, grades = source.draw(0)
+    assert images.shape == (5, 32, 32, 3) and grades.tolist() == [1, 1, 1, 4, 4]
+    assert np.array_equal(images, source.draw(0)[0])
+    assert not np.array_equal(images, source.draw(1)[0])
 
 
 def test_synthetic_images_for_a_grade_without_training_images_are_refused(

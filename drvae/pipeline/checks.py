@@ -67,10 +67,16 @@ def _check_generate(cfg: DictConfig) -> None:
         raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
 
 
-def _check_rebalance(cfg: DictConfig) -> None:
+def _check_rebalance(cfg: DictConfig, stages: list[str]) -> None:
     """The rebalancing config's form; counts against real data are checked once it is read."""
     r = cfg.rebalance
-    checked_methods(plain(r.methods))
+    methods = checked_methods(plain(r.methods))
+    written = "synthetic" in methods and r.synthetic_source == "generated"
+    if written and "classifier" in stages and "generate" not in stages:
+        raise ConfigError(
+            "stages: synthetic images from a written set need generate in stages "
+            "(or rebalance.synthetic_source=online)"
+        )
     if r.synthetic_source not in SYNTHETIC_SOURCES:
         raise ConfigError(
             f"rebalance.synthetic_source: expected one of {SYNTHETIC_SOURCES}, "
@@ -96,7 +102,7 @@ def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
     """Validate what the chosen stages will use. Returns the stages in running order, and
     the user's checkpoints for generate (grade -> path), if `generate.checkpoint` names any."""
     stages = checked_stages(cfg)
-    _check_rebalance(cfg)
+    _check_rebalance(cfg, stages)
     if "vae" in stages:
         try:
             build_vae(cfg, cfg.data.image_size)

@@ -46,7 +46,7 @@ def classifier_key(
         c.augment,
         asdict(plan),
         synthetic_key,
-        trainer_key_material(cfg.trainer),
+        trainer_key_material(cfg, "classifier"),
     )
 
 
@@ -91,6 +91,7 @@ def _train_and_test(
     online = cfg.rebalance.synthetic_source == "online"
     trainer = make_trainer(
         cfg,
+        "classifier",
         "classifier",
         log_root / "classifier",
         [best, ConfusionMatrixLogger()],

@@ -20,7 +20,7 @@ from drvae.pipeline.checks import check_config
 from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
-from drvae.pipeline.store import StageStore, plain
+from drvae.pipeline.store import StageResult, StageStore, plain
 from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
 
@@ -85,35 +85,38 @@ class Run:
         folder = self.store.folder("vae", key)
         return _vae_checkpoints({n: str(folder / n) for n in record["info"]["checkpoints"]})
 
+    def skip(self, stages: tuple[str, ...], why: str) -> None:
+        for stage in stages:
+            if stage in self.stages:
+                self.record(stage, {"skipped": why})
+
+    def generate(self, checkpoints: dict[int, Path], needed: dict[int, int]) -> StageResult:
+        g = self.cfg.generate
+        generated = run_generate_stage(g, counts_to_generate(g, needed), checkpoints, self.store)
+        self.record("generate", generated.summary())
+        return generated
+
     def synthetic(
         self, data: PreparedData, plan: RebalancePlan | None
     ) -> tuple[SyntheticSource | None, str | None]:
-        """The classifier's synthetic images and a key over their origin (or None, None)."""
+        """Run vae and generate as needed; returns the classifier's synthetic images and a
+        key over their origin (None, None when the classifier gets none)."""
         needed = plan.synthetic if plan is not None else {}
-        uses_classifier = "classifier" in self.stages
-        if uses_classifier and not any(needed.values()):
-            for stage in ("vae", "generate"):
-                if stage in self.stages:
-                    self.record(stage, {"skipped": "the rebalancing adds no synthetic image"})
+        if "classifier" in self.stages and not any(needed.values()):
+            self.skip(("vae", "generate"), "the rebalancing adds no synthetic image")
             return None, None
         checkpoints = self.vaes(data)
-        g = self.cfg.generate
-        if uses_classifier and self.cfg.rebalance.synthetic_source == "online":
+        if "classifier" not in self.stages:
             if "generate" in self.stages:
-                self.record("generate", {"skipped": "synthetic images are drawn online"})
+                self.generate(checkpoints, needed)
+            return None, None
+        if self.cfg.rebalance.synthetic_source == "online":
+            self.skip(("generate",), "synthetic images are drawn online")
+            g = self.cfg.generate
             source = DecoderSynthetic(checkpoints, needed, g.temperature, g.seed, g.batch_size)
             return source, "online:" + generate_key(checkpoints, needed, g)[0]
-        if "generate" not in self.stages:
-            if uses_classifier:
-                raise ConfigError("stages: rebalance=synthetic needs generate in stages")
-            return None, None
-        counts = counts_to_generate(g, needed)
-        generated = run_generate_stage(g, counts, checkpoints, self.store)
-        self.record("generate", generated.summary())
-        if not uses_classifier:
-            return None, None
-        source = read_synthetic_images(generated.path, needed, data.image_size)
-        return source, generated.key
+        generated = self.generate(checkpoints, needed)
+        return read_synthetic_images(generated.path, needed, data.image_size), generated.key
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 # Trainer arguments that change how a run is shown, not what it computes: left out of keys.
 PRESENTATION_KEYS = frozenset(
@@ -19,9 +19,17 @@ PRESENTATION_KEYS = frozenset(
 )
 
 
-def trainer_key_material(trainer_cfg: DictConfig) -> dict[str, Any]:
-    """The trainer settings that determine a stage's output (for its stage key)."""
-    return {k: v for k, v in trainer_cfg.items() if k not in PRESENTATION_KEYS}
+def stage_trainer(cfg: DictConfig, stage: str) -> DictConfig:
+    """The `trainer` group with the stage's own overrides merged over it:
+    `classifier.trainer.max_epochs=40` changes the classifier's epochs, not the VAE's."""
+    overrides = {k: v for k, v in (cfg[stage].get("trainer") or {}).items() if v is not None}
+    return OmegaConf.merge(cfg.trainer, overrides)
+
+
+def trainer_key_material(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The stage's trainer settings that determine its output (for its stage key)."""
+    trainer = stage_trainer(cfg, stage)
+    return {k: v for k, v in trainer.items() if k not in PRESENTATION_KEYS}
 
 
 def make_loggers(logger_cfg: DictConfig | None, stage: str) -> list[Logger]:
@@ -43,13 +51,18 @@ def monitor_mode(metric: str) -> str:
 
 
 def make_trainer(
-    cfg: DictConfig, stage: str, root: Path, callbacks: list[L.Callback], **overrides: Any
+    cfg: DictConfig,
+    stage: str,
+    label: str,
+    root: Path,
+    callbacks: list[L.Callback],
+    **overrides: Any,
 ) -> L.Trainer:
-    """A Trainer from `cfg.trainer`, logging this stage under the run directory."""
+    """A Trainer for `stage` (vae, classifier), logging under `root` as `label`."""
     return instantiate(
-        cfg.trainer,
+        stage_trainer(cfg, stage),
         default_root_dir=str(root),
-        logger=make_loggers(cfg.get("logger"), stage) or False,
+        logger=make_loggers(cfg.get("logger"), label) or False,
         callbacks=callbacks,
         **overrides,
     )

@@ -41,7 +41,7 @@ def vae_key(cfg: DictConfig, data: PreparedData) -> str:
         v.scheduler,
         v.batch_size,
         v.monitor,
-        trainer_key_material(cfg.trainer),
+        trainer_key_material(cfg, "vae"),
     )
 
 
@@ -83,7 +83,7 @@ def _fit_one(
     callbacks: list[L.Callback] = [best]
     if cfg.vae.get("images"):
         callbacks.append(instantiate(cfg.vae.images))
-    trainer = make_trainer(cfg, label, log_root / label, callbacks)
+    trainer = make_trainer(cfg, "vae", label, log_root / label, callbacks)
     n_train = len(dm.dataset("train"))
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.vae.batch_size)
     validated = trainer.validate(load_vae(checkpoint), datamodule=dm, verbose=False)
