@@ -86,8 +86,9 @@ def test_eyepacs64_cache_and_patient_grouped_splits(tmp_path: Path) -> None:
     assert len(splits.train) + len(splits.val) + len(splits.test) == 5000
 
 
-def test_vae_and_generate_stages_on_real_eyepacs(tmp_path: Path) -> None:
-    """The pipeline on real photographs: patient-grouped splits, one epoch, a synthetic set."""
+def test_pipeline_on_real_eyepacs(tmp_path: Path) -> None:
+    """The pipeline on real photographs: patient-grouped splits, one epoch of each model, a
+    synthetic set, and a classifier scored on the real test split."""
     from hydra import compose, initialize_config_module
 
     from drvae.data.readers import read_dataset
@@ -97,7 +98,8 @@ def test_vae_and_generate_stages_on_real_eyepacs(tmp_path: Path) -> None:
     overrides = [
         "data=eyepacs", f"data.root={root}", "data.image_size=32", "vae.model.depth=3",
         "vae.model.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
-        "trainer.enable_progress_bar=false", "generate.per_grade=3",
+        "trainer.enable_progress_bar=false", "rebalance.per_grade=3",
+        "classifier.model.model_name=test_resnet",
         f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}",
     ]  # fmt: skip
     with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
@@ -107,3 +109,6 @@ def test_vae_and_generate_stages_on_real_eyepacs(tmp_path: Path) -> None:
     assert results["stages"]["vae"]["metrics"]["val/elbo"] < 0
     synthetic = read_dataset("synthetic", results["stages"]["generate"]["path"])
     assert len(synthetic.records) == 15 and all(r.synthetic for r in synthetic.records)
+    assert results["counts"]["test"] == counts["test"]  # real test images, untouched
+    assert results["counts"]["train_synthetic"] == dict.fromkeys(range(5), 3)
+    assert 0 <= results["metrics"]["test/balanced_accuracy"] <= 1
