@@ -104,7 +104,7 @@ class GradeClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(data_config["mean"]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(data_config["std"]).view(1, 3, 1, 1))
         self.criterion = make_loss(loss, class_weights, label_smoothing, focal_gamma)
-        self.train_accuracy = MulticlassAccuracy(num_classes)
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.metrics = torch.nn.ModuleDict(
             {s: grading_metrics(f"{s}/", num_classes) for s in ("val", "test")}
         )
