@@ -68,13 +68,9 @@ def _count(value: Any, key: str) -> int:
 
 
 def _as_mapping(per_grade: Any, key: str) -> dict[int, int]:
-    """An int (every grade) or a mapping grade -> count, as {grade: count} over all grades."""
+    """An int (every grade) or a mapping grade -> count, as {grade: count}."""
     if isinstance(per_grade, Mapping):
-        counts = dict.fromkeys(GRADES, None)
-        for grade, count in per_grade.items():
-            g = _grade(grade, key)
-            counts[g] = _count(count, f"{key}.{g}")
-        return {g: c for g, c in counts.items() if c is not None}
+        return {_grade(g, key): _count(n, f"{key}.{g}") for g, n in per_grade.items()}
     return dict.fromkeys(GRADES, _count(per_grade, key))
 
 
