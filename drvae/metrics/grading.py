@@ -93,6 +93,7 @@ def grading_metrics(prefix: str, num_classes: int = NUM_GRADES) -> MetricCollect
             "referable_auroc": _referable(BinaryAUROC(), score=True),
         },
         prefix=prefix,
+        compute_groups=False,  # groups misfire with ClasswiseWrapper ("compute before update")
     )
 
 
