@@ -122,6 +122,19 @@ def test_a_second_run_reuses_finished_stages(first: dict, cache_dir: Path, tmp_p
     assert again["stages"]["vae"]["metrics"] == first["stages"]["vae"]["metrics"]
 
 
+def test_a_reused_classifier_reads_no_synthetic_image(
+    first: dict, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drvae.pipeline.run as run_module
+
+    def refuse(*args, **kwargs) -> None:
+        raise AssertionError("synthetic images read for a classifier that is reused")
+
+    monkeypatch.setattr(run_module, "read_synthetic_images", refuse)
+    again = run(config(cache_dir, tmp_path))
+    assert again["stages"]["classifier"]["reused"] is True
+
+
 def test_generate_alone_from_the_stored_vae(first: dict, cache_dir: Path, tmp_path: Path) -> None:
     result = run(config(cache_dir, tmp_path, "stages=[generate]", "generate.per_grade={4: 3}"))
     assert "vae" not in result["stages"]
@@ -372,3 +385,20 @@ def test_fast_dev_run_of_the_whole_pipeline(tmp_path: Path) -> None:
     result = run(config(tmp_path / "cache", tmp_path / "out", "trainer.fast_dev_run=true"))
     assert set(result["stages"]) == {"vae", "generate", "classifier"}
     assert "test/qwk" in result["metrics"]
+
+
+def test_the_classifier_key_follows_the_pretrained_file_content(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from drvae.data.rebalance import RebalancePlan
+    from drvae.pipeline.classifier_stage import classifier_key
+
+    weights = tmp_path / "weights.pth"
+    cfg = config(tmp_path, tmp_path, f"classifier.model.pretrained={weights}")
+    data = SimpleNamespace(key="data")
+    plan = RebalancePlan.make(["none"], 0, "added", dict.fromkeys(range(5), 1))
+    keys = []
+    for content in (b"first weights", b"other weights"):
+        weights.write_bytes(content)
+        keys.append(classifier_key(cfg, data, plan, None))
+    assert keys[0] != keys[1]  # same path, new content: never a stale stage

@@ -108,6 +108,7 @@ class FundusDataModule(L.LightningDataModule):
         self.cache, self.splits = cache, splits
         self.batch_size, self.num_workers = batch_size, num_workers
         self.grades = None if grades is None else set(grades)
+        self.cache_grades = cache.grades  # (N,), built from the records once
         self.plan, self.synthetic, self.augment, self.seed = plan, synthetic, augment, seed
         if plan is not None and any(plan.synthetic.values()) and synthetic is None:
             raise ValueError("the rebalancing adds synthetic images, but no source was given")
@@ -115,21 +116,21 @@ class FundusDataModule(L.LightningDataModule):
     def indices(self, split: str) -> np.ndarray:
         indices = getattr(self.splits, split)
         if self.grades is not None:
-            indices = indices[np.isin(self.cache.grades[indices], sorted(self.grades))]
+            indices = indices[np.isin(self.cache_grades[indices], sorted(self.grades))]
         return indices
 
     def dataset(self, split: str) -> ImageArray:
         """The real images of a split, unaugmented (what val and test always are)."""
-        return ImageArray(self.cache.images, self.cache.grades, self.indices(split))
+        return ImageArray(self.cache.images, self.cache_grades, self.indices(split))
 
     def train_dataset(self, epoch: int = 0) -> Dataset:
         """Real training images, plus the plan's oversampled and synthetic ones, augmented."""
         indices = self.indices("train")
         if self.plan is not None:
-            grades = self.cache.grades[indices]
+            grades = self.cache_grades[indices]
             extra = oversample_indices(indices, grades, self.plan.oversampled, self.seed)
             indices = np.concatenate([indices, extra])
-        real = ImageArray(self.cache.images, self.cache.grades, indices, self.augment)
+        real = ImageArray(self.cache.images, self.cache_grades, indices, self.augment)
         if self.synthetic is None:
             return real
         images, grades = self.synthetic.draw(epoch)

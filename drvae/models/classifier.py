@@ -3,7 +3,8 @@
 Batches are `(images (B, 3, S, S) uint8, grades (B,))`. The module scales the images to
 [0, 1], resizes them to the model's input size if it differs, and normalises them with the
 mean and std of timm's data config for the model. Hyperparameters are primitives only, so
-`GradeClassifier.load_from_checkpoint(path)` needs no other argument.
+`drvae.models.checkpoints.load_classifier(path)` rebuilds it from the file alone (without
+the pretrained-weights file, which the trained state dict supersedes).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def create_timm_model(
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(
-            f"classifier.pretrained: {path} is not a file; drvae loads pretrained weights "
+            f"classifier.model.pretrained: {path} is not a file; drvae loads pretrained weights "
             "only from a local file (.pth, .bin or .safetensors), it never downloads them"
         )
     try:
@@ -55,7 +56,7 @@ def create_timm_model(
         )
     except (RuntimeError, KeyError, ValueError) as error:
         raise PretrainedWeightsError(
-            f"classifier.pretrained: {path} does not hold {model_name} weights ({error})"
+            f"classifier.model.pretrained: {path} does not hold {model_name} weights ({error})"
         ) from None
 
 

@@ -5,6 +5,7 @@ split. The stage folder holds `classifier.ckpt`; its record holds the test metri
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from drvae.data.rebalance import RebalancePlan
 from drvae.models.checkpoints import load_classifier
 from drvae.models.classifier import GradeClassifier
 from drvae.pipeline.data import PreparedData
+from drvae.pipeline.generate_stage import sha256_file
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.training import (
     best_checkpoint,
@@ -34,8 +36,10 @@ def classifier_key(
 ) -> str:
     """Over the data, seed, classifier config, rebalancing and the synthetic images' origin."""
     c = cfg.classifier
+    weights = c.model.get("pretrained")
     return config_key(
         "classifier",
+        sha256_file(Path(weights).expanduser()) if weights else None,  # the file, not its name
         data.key,
         cfg.seed,
         c.model,
@@ -116,17 +120,18 @@ def run_classifier_stage(
     cfg: DictConfig,
     data: PreparedData,
     plan: RebalancePlan,
-    synthetic: SyntheticSource | None,
+    synthetic: Callable[[], SyntheticSource] | None,
     synthetic_key: str | None,
     store: StageStore,
     log_root: Path,
 ) -> StageResult:
-    """Train (or reuse) the classifier for this data, rebalancing, config and seed."""
+    """Train (or reuse) the classifier for this data, rebalancing, config and seed.
+    `synthetic()` supplies the synthetic images; it is called only when the stage is built."""
 
     def build(tmp: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         model = build_classifier(cfg, data.image_size, plan.class_weights)
-        dm = _datamodule(cfg, data, plan, synthetic)
+        dm = _datamodule(cfg, data, plan, synthetic() if synthetic else None)
         checkpoint, info = _train_and_test(cfg, dm, model, tmp, log_root)
         shutil.move(checkpoint, tmp / "classifier.ckpt")
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)

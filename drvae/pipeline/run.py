@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +64,9 @@ class Run:
     def record(self, stage: str, summary: dict[str, Any]) -> None:
         self.results["stages"][stage] = summary
 
-    def plan(self, data: PreparedData) -> RebalancePlan:
+    def plan(self, real: dict[int, int]) -> RebalancePlan:
+        """The rebalancing of training counts `real`; refuses impossible targets."""
         r = self.cfg.rebalance
-        real = data.per_grade()["train"]
         return RebalancePlan.make(plain(r.methods), plain(r.per_grade), r.count_as, real)
 
     def vaes(self, data: PreparedData) -> dict[int, Path]:
@@ -98,9 +100,10 @@ class Run:
 
     def synthetic(
         self, data: PreparedData, plan: RebalancePlan | None
-    ) -> tuple[SyntheticSource | None, str | None]:
-        """Run vae and generate as needed; returns the classifier's synthetic images and a
-        key over their origin (None, None when the classifier gets none)."""
+    ) -> tuple[Callable[[], SyntheticSource] | None, str | None]:
+        """Run vae and generate as needed; returns what makes the classifier's synthetic
+        images (read or loaded only if the classifier is trained, not when it is reused) and
+        a key over their origin; (None, None) when the classifier gets none."""
         needed = plan.synthetic if plan is not None else {}
         if "classifier" in self.stages and not any(needed.values()):
             self.skip(("vae", "generate"), "the rebalancing adds no synthetic image")
@@ -113,10 +116,13 @@ class Run:
         if self.cfg.rebalance.synthetic_source == "online":
             self.skip(("generate",), "synthetic images are drawn online")
             g = self.cfg.generate
-            source = DecoderSynthetic(checkpoints, needed, g.temperature, g.seed, g.batch_size)
+            source = partial(
+                DecoderSynthetic, checkpoints, needed, g.temperature, g.seed, g.batch_size
+            )
             return source, "online:" + generate_key(checkpoints, needed, g)[0]
         generated = self.generate(checkpoints, needed)
-        return read_synthetic_images(generated.path, needed, data.image_size), generated.key
+        source = partial(read_synthetic_images, generated.path, needed, data.image_size)
+        return source, generated.key
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -126,7 +132,7 @@ class Run:
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         plan = None
         if "classifier" in self.stages or generate_needs_plan:
-            plan = self.plan(data)  # refuses impossible targets before any training
+            plan = self.plan(counts["train"])  # before any training
         synthetic, synthetic_key = self.synthetic(data, plan)
         if plan is not None and "classifier" in self.stages:
             result = run_classifier_stage(
