@@ -6,16 +6,23 @@
 - learnability: a small timm CNN trained from scratch on simulated images, scored on a
   held-out split, so that the simulator is known to be learnable but not trivial;
 - vae: VAE training images/s through drvae (Lightning) and through a hand-written loop on
-  the same model, data and batch size, at 64 and 128 px; generation images/s per size.
+  the same model, data and batch size, at 64 and 128 px; generation images/s per size;
+- classifier: the same comparison for the timm grading classifier;
+- loader: the cached training loader against decoding the source JPEGs, at 64/128/224 px;
+- sweep: a multirun over N per-grade synthetic counts against its trainings timed alone.
 
 `--only vae` (or any group) runs some groups and merges them into the existing results.
+`--device cuda` runs the model benchmarks on the GPU (bf16 autocast, as `trainer=gpu`) and
+writes to experiments/benchmarks/<card>/ instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,19 +31,56 @@ from drvae import __version__
 from drvae.bench.data import bench_cache, bench_simulator
 
 RESULTS = Path("experiments/benchmarks")
+# figure -> (comparison, target) of issue #7; each is reported as measured, met or not
+TARGETS = {
+    "vae_overhead_ratio": (">=", 0.9),
+    "classifier_overhead_ratio": (">=", 0.9),
+    "loader_vs_model_ratio": (">=", 10.0),
+    "cache_build_speedup": (">=", 4.0),
+    "sweep_cost_ratio": ("<=", 1.15),
+}
+DEFAULT_SIZE = 64  # conf/data/default.yaml image_size
 
 
-def machine() -> dict[str, str]:
+def machine(device: str) -> dict[str, str]:
     import torch
 
-    return {
+    info = {
         "platform": platform.platform(),
         "processor": platform.processor() or "unknown",
+        "cpu_count": str(os.cpu_count()),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": str(torch.get_num_threads()),
         "drvae": __version__,
+        "device": device,
     }
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def find(benchmarks: dict[str, Any], figure: str) -> float | None:
+    """The value of `figure` in whichever benchmark holds it (the default size's first)."""
+    ordered = sorted(benchmarks.items(), key=lambda kv: f"{DEFAULT_SIZE}px" not in kv[0])
+    return next((b[figure] for _, b in ordered if figure in b), None)
+
+
+def targets(benchmarks: dict[str, Any]) -> dict[str, Any]:
+    """The issue's target figures, derived where needed, each with whether it is met."""
+    model = benchmarks.get(f"classifier_training_{DEFAULT_SIZE}px", {}).get(
+        "drvae_images_per_second"
+    )
+    loader = benchmarks.get("loader", {}).get(f"cached_images_per_second_{DEFAULT_SIZE}px")
+    values = {name: find(benchmarks, name) for name in TARGETS}
+    if model and loader:
+        values["loader_vs_model_ratio"] = round(loader / model, 1)
+    out = {}
+    for name, (op, target) in TARGETS.items():
+        value = values[name]
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out[name] = {"value": value, "target": f"{op} {target}", "met": met}
+    return out
 
 
 def write_results(results: dict[str, Any], out: Path) -> None:
@@ -49,14 +93,22 @@ def write_results(results: dict[str, Any], out: Path) -> None:
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
         "",
+        "## Targets",
+        "",
+        "| figure | measured | target | met |",
+        "|---|---|---|---|",
     ]
+    for name, t in results["targets"].items():
+        met = {True: "yes", False: "**no**", None: "not run"}[t["met"]]
+        lines.append(f"| {name} | {t['value']} | {t['target']} | {met} |")
+    lines.append("")
     for name, figures in results["benchmarks"].items():
         lines += [f"## {name}", "", "| figure | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in figures.items()] + [""]
     (out / "RESULTS.md").write_text("\n".join(lines))
 
 
-def run_group(group: str, work: Path, scale: float) -> dict[str, Any]:
+def run_group(group: str, work: Path, scale: float, device: str) -> dict[str, Any]:
     """The benchmarks of one group, name -> figures. Heavy imports happen here, not at the
     top: torch would otherwise load in every image worker's fork server."""
     out: dict[str, Any] = {}
@@ -73,19 +125,37 @@ def run_group(group: str, work: Path, scale: float) -> dict[str, Any]:
     elif group == "vae":
         from drvae.bench.vae import bench_generation, bench_vae_training
 
+        n = max(128, int(1024 * scale * (8 if device == "cuda" else 1)))
         for size in (64, 128):
-            out[f"vae_training_{size}px"] = bench_vae_training(size, n=max(128, int(1024 * scale)))
-            out[f"vae_generation_{size}px"] = bench_generation(size)
+            out[f"vae_training_{size}px"] = bench_vae_training(size, n=n, device=device)
+            out[f"vae_generation_{size}px"] = bench_generation(size, device=device)
+    elif group == "classifier":
+        from drvae.bench.classifier import bench_classifier_training
+
+        n = max(128, int(1024 * scale * (8 if device == "cuda" else 1)))
+        for size in (64, 128):
+            out[f"classifier_training_{size}px"] = bench_classifier_training(
+                size, n=n, device=device
+            )
+    elif group == "loader":
+        from drvae.bench.loader import bench_loader
+
+        out["loader"] = bench_loader(work, max(64, int(512 * scale)))
+    elif group == "sweep":
+        from drvae.bench.sweep import bench_sweep
+
+        out["sweep"] = bench_sweep(work, int(2000 * scale) or 200, max(1, int(5 * scale)))
     return out
 
 
-GROUPS = ("data", "learnability", "vae")
+GROUPS = ("data", "learnability", "vae", "classifier", "loader", "sweep")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drvae.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None, help="default: " + str(RESULTS))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--only", default=",".join(GROUPS), help=f"some of {GROUPS}, comma-separated"
     )
@@ -94,21 +164,31 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(groups) - set(GROUPS)
     if unknown:
         parser.error(f"--only: unknown group(s) {sorted(unknown)}; expected some of {GROUPS}")
+    info = machine(args.device)
+    out = args.out or RESULTS
+    if args.device == "cuda" and args.out is None:
+        out = RESULTS / re.sub(r"[^a-z0-9]+", "_", info["gpu"].lower()).strip("_")
     scale = 0.1 if args.quick else 1.0
-    previous = args.out / "results.json"
+    previous = out / "results.json"
     benchmarks: dict[str, Any] = {}
     if set(groups) != set(GROUPS) and previous.is_file():
         benchmarks = json.loads(previous.read_text())["benchmarks"]
     with tempfile.TemporaryDirectory(prefix="drvae-bench-") as tmp:
         for group in groups:
-            for name, figures in run_group(group, Path(tmp), scale).items():
+            for name, figures in run_group(group, Path(tmp), scale, args.device).items():
                 benchmarks[name] = figures
                 print(name, figures, flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")
-    if set(groups) != set(GROUPS):
-        command += f"; last: python -m drvae.bench --only {args.only}"
-    write_results({"command": command, "machine": machine(), "benchmarks": benchmarks}, args.out)
-    print(f"wrote {args.out / 'RESULTS.md'}")
+    if set(groups) != set(GROUPS) or args.device != "cpu":
+        command += f"; last: python -m drvae.bench --only {args.only} --device {args.device}"
+    results = {
+        "command": command,
+        "machine": info,
+        "targets": targets(benchmarks),
+        "benchmarks": benchmarks,
+    }
+    write_results(results, out)
+    print(f"wrote {out / 'RESULTS.md'}")
 
 
 if __name__ == "__main__":
