@@ -74,6 +74,7 @@ class GradeClassifier(L.LightningModule):
         focal_gamma: focusing exponent of the focal loss.
         drop_rate: dropout before the classifier head.
         channels_last: NHWC memory format (faster convolutions on CPU and on tensor cores).
+        compile: `torch.compile` the network for training (in place: checkpoints unchanged).
         optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
         monitor: the validation metric the scheduler (if any) watches.
     """
@@ -91,6 +92,7 @@ class GradeClassifier(L.LightningModule):
         focal_gamma: float = 2.0,
         drop_rate: float = 0.0,
         channels_last: bool = True,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         monitor: str = "val/qwk",
@@ -123,6 +125,10 @@ class GradeClassifier(L.LightningModule):
         if isinstance(value, int) and value > 0:
             return value
         raise ValueError(f"input_size: expected null, 'timm' or a positive int, got {value!r}")
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net.compile()
 
     def forward(self, images: Tensor) -> Tensor:  # (B, 3, S, S) uint8 -> (B, K) logits
         x = to_unit(images)

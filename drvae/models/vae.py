@@ -75,6 +75,8 @@ class ConditionalVAE(L.LightningModule):
         free_bits: nats per latent dimension below which KL is not penalised (0 = off).
         active_threshold: a latent unit is active when Var_x(E[z_u | x]) exceeds this
             (Burda et al. 2016).
+        compile: `torch.compile` encoder and decoder for training (in place: checkpoints
+            unchanged).
         optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
     """
 
@@ -98,6 +100,7 @@ class ConditionalVAE(L.LightningModule):
         kl_cycles: int = 4,
         free_bits: float = 0.0,
         active_threshold: float = 0.01,
+        compile: bool = False,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
     ) -> None:
@@ -128,6 +131,11 @@ class ConditionalVAE(L.LightningModule):
     # ----------------------------------------------------------------- the model
     def _labels(self, grades: Tensor | None) -> Tensor | None:
         return grades if self.hparams.num_classes else None
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.encoder.compile()
+            self.decoder.compile()
 
     def forward(self, x: Tensor, grades: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, C, S, S) in [0, 1] -> logits (B, C, S, S), mu and logvar (B, latent)."""

@@ -24,6 +24,7 @@ from drvae.pipeline.generate_stage import sha256_file
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.training import (
     best_checkpoint,
+    evaluator,
     fit_keeping_best,
     make_trainer,
     rounded,
@@ -93,19 +94,21 @@ def _train_and_test(
     best = best_checkpoint(tmp / "checkpoints", cfg.classifier.monitor)
     # Online synthetic images are drawn anew each epoch, when Lightning reloads the loader.
     online = cfg.rebalance.synthetic_source == "online"
+    confusion = ConfusionMatrixLogger()
     trainer = make_trainer(
         cfg,
         "classifier",
         "classifier",
         log_root / "classifier",
-        [best, ConfusionMatrixLogger()],
+        [best, confusion],
         reload_dataloaders_every_n_epochs=int(online),
     )
     n_train = sum(dm.plan.total.values())
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
     best_model = load_classifier(checkpoint)
-    tested = trainer.test(best_model, datamodule=dm, verbose=False)[0]
-    validated = trainer.validate(best_model, datamodule=dm, verbose=False)[0]
+    scorer = evaluator(cfg, "classifier", trainer, [confusion])
+    tested = scorer.test(best_model, datamodule=dm, verbose=False)[0]
+    validated = scorer.validate(best_model, datamodule=dm, verbose=False)[0]
     info = {
         "metrics": rounded({k: v for k, v in tested.items() if k != "test/loss"}),
         "val_metrics": rounded(validated),

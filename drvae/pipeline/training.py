@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -12,6 +13,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
+
+from drvae.atomic import write_json
 
 # Trainer arguments that change how a run is shown, not what it computes: left out of keys.
 PRESENTATION_KEYS = frozenset(
@@ -68,9 +71,24 @@ def make_trainer(
     )
 
 
-def best_checkpoint(folder: Path, monitor: str) -> ModelCheckpoint:
-    """Keeps the best weights by `monitor` as `folder/best-epoch=<e>.ckpt`."""
-    return ModelCheckpoint(
+PROGRESS = "progress.json"
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Keeps the best weights by `monitor` as `<dirpath>/best-epoch=<e>.ckpt`, and writes
+    the fit's progress (epochs, optimiser steps) to `<dirpath>/progress.json`: under DDP
+    in spawned processes, this process's Trainer never sees the loop counters."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            progress = {"epochs": trainer.current_epoch, "steps": trainer.global_step}
+            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+            write_json(Path(self.dirpath) / PROGRESS, progress)
+
+
+def best_checkpoint(folder: Path, monitor: str) -> BestCheckpoint:
+    return BestCheckpoint(
         dirpath=folder, filename="best-{epoch}", monitor=monitor, mode=monitor_mode(monitor)
     )
 
@@ -79,7 +97,7 @@ def fit_keeping_best(
     trainer: L.Trainer,
     model: L.LightningModule,
     datamodule: L.LightningDataModule,
-    best: ModelCheckpoint,
+    best: BestCheckpoint,
     n_train: int,
     batch_size: int,
 ) -> tuple[Path, dict[str, Any]]:
@@ -88,20 +106,40 @@ def fit_keeping_best(
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
+    progress = json.loads((Path(best.dirpath) / PROGRESS).read_text())
+    epochs, steps = progress["epochs"], progress["steps"]
     checkpoint = best.best_model_path
     if not checkpoint:
-        last_epoch = max(trainer.current_epoch - 1, 0)
-        checkpoint = str(Path(best.dirpath) / f"last-epoch={last_epoch}.ckpt")
+        checkpoint = str(Path(best.dirpath) / f"last-epoch={max(epochs - 1, 0)}.ckpt")
         trainer.save_checkpoint(checkpoint)
-    # Images actually trained on (full batches: the train loader drops the last partial one).
-    batches = trainer.fit_loop.epoch_loop.batch_progress.total.completed
-    trained = min(batches * batch_size, n_train * max(trainer.current_epoch, 1))
+    # Images actually trained on (full batches: the train loader drops the last partial
+    # one); under DDP each step trains a batch on every process.
+    trained = min(steps * batch_size * trainer.world_size, n_train * max(epochs, 1))
     return Path(checkpoint), {
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "best_epoch": int(re.search(r"epoch=(\d+)", Path(checkpoint).name).group(1)),
         "train_images": n_train,
         "train_images_per_second": round(trained / seconds, 1),
     }
+
+
+def evaluator(
+    cfg: DictConfig, stage: str, fitted: L.Trainer, callbacks: list[L.Callback]
+) -> L.Trainer:
+    """The Trainer that validates and tests after `fitted`: itself, or after multi-process
+    training a one-device Trainer on the same loggers, because a DistributedSampler pads a
+    split with repeated images and every image must be scored exactly once."""
+    if fitted.world_size == 1:
+        return fitted
+    return instantiate(
+        stage_trainer(cfg, stage),
+        default_root_dir=fitted.default_root_dir,
+        logger=fitted.loggers or False,
+        callbacks=callbacks,
+        devices=1,
+        num_nodes=1,
+        strategy="auto",
+    )
 
 
 def rounded(metrics: dict[str, Any], digits: int = 4) -> dict[str, float]:

@@ -23,6 +23,7 @@ from drvae.pipeline.data import PreparedData
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.training import (
     best_checkpoint,
+    evaluator,
     fit_keeping_best,
     make_trainer,
     rounded,
@@ -86,7 +87,8 @@ def _fit_one(
     trainer = make_trainer(cfg, "vae", label, log_root / label, callbacks)
     n_train = len(dm.dataset("train"))
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.vae.batch_size)
-    validated = trainer.validate(load_vae(checkpoint), datamodule=dm, verbose=False)
+    scorer = evaluator(cfg, "vae", trainer, [])
+    validated = scorer.validate(load_vae(checkpoint), datamodule=dm, verbose=False)
     return checkpoint, {"metrics": rounded((validated or [{}])[0]), **fit}
 
 
