@@ -106,7 +106,7 @@ def _train_and_test(
     n_train = sum(dm.plan.total.values())
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
     best_model = load_classifier(checkpoint)
-    scorer = evaluator(cfg, "classifier", trainer, [confusion])
+    scorer = evaluator(cfg, "classifier", "classifier", trainer, [confusion])
     tested = scorer.test(best_model, datamodule=dm, verbose=False)[0]
     validated = scorer.validate(best_model, datamodule=dm, verbose=False)[0]
     info = {

@@ -124,21 +124,18 @@ def fit_keeping_best(
 
 
 def evaluator(
-    cfg: DictConfig, stage: str, fitted: L.Trainer, callbacks: list[L.Callback]
+    cfg: DictConfig, stage: str, label: str, fitted: L.Trainer, callbacks: list[L.Callback]
 ) -> L.Trainer:
     """The Trainer that validates and tests after `fitted`: itself, or after multi-process
-    training a one-device Trainer on the same loggers, because a DistributedSampler pads a
-    split with repeated images and every image must be scored exactly once."""
+    training a one-device Trainer, because a DistributedSampler pads a split with repeated
+    images and every image must be scored exactly once. It logs as `<label>_eval`: the
+    training logs were written by the spawned processes, and a logger here would start
+    their folder afresh."""
     if fitted.world_size == 1:
         return fitted
-    return instantiate(
-        stage_trainer(cfg, stage),
-        default_root_dir=fitted.default_root_dir,
-        logger=fitted.loggers or False,
-        callbacks=callbacks,
-        devices=1,
-        num_nodes=1,
-        strategy="auto",
+    one = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
+    return make_trainer(
+        cfg, stage, f"{label}_eval", Path(fitted.default_root_dir), callbacks, **one
     )
 
 

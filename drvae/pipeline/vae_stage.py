@@ -87,7 +87,7 @@ def _fit_one(
     trainer = make_trainer(cfg, "vae", label, log_root / label, callbacks)
     n_train = len(dm.dataset("train"))
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.vae.batch_size)
-    scorer = evaluator(cfg, "vae", trainer, [])
+    scorer = evaluator(cfg, "vae", label, trainer, [])
     validated = scorer.validate(load_vae(checkpoint), datamodule=dm, verbose=False)
     return checkpoint, {"metrics": rounded((validated or [{}])[0]), **fit}
 
