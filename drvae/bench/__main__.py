@@ -108,7 +108,9 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     (out / "RESULTS.md").write_text("\n".join(lines))
 
 
-def run_group(group: str, work: Path, scale: float, device: str) -> dict[str, Any]:
+def run_group(
+    group: str, work: Path, scale: float, device: str, loader_workers: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """The benchmarks of one group, name -> figures. Heavy imports happen here, not at the
     top: torch would otherwise load in every image worker's fork server."""
     out: dict[str, Any] = {}
@@ -125,22 +127,28 @@ def run_group(group: str, work: Path, scale: float, device: str) -> dict[str, An
     elif group == "vae":
         from drvae.bench.vae import bench_generation, bench_vae_training
 
-        n = max(128, int(1024 * scale * (8 if device == "cuda" else 1)))
+        n = max(128, int(1024 * scale * (16 if device == "cuda" else 1)))
+        epochs = 5 if device == "cuda" else 3  # GPU epochs are short: median of more
         for size in (64, 128):
-            out[f"vae_training_{size}px"] = bench_vae_training(size, n=n, device=device)
-            out[f"vae_generation_{size}px"] = bench_generation(size, device=device)
+            out[f"vae_training_{size}px"] = bench_vae_training(
+                size, n=n, epochs=epochs, device=device
+            )
+            out[f"vae_generation_{size}px"] = bench_generation(
+                size, n=n if device == "cuda" else 1024, device=device
+            )
     elif group == "classifier":
         from drvae.bench.classifier import bench_classifier_training
 
-        n = max(128, int(1024 * scale * (8 if device == "cuda" else 1)))
+        n = max(128, int(1024 * scale * (16 if device == "cuda" else 1)))
+        epochs = 5 if device == "cuda" else 3  # GPU epochs are short: median of more
         for size in (64, 128):
             out[f"classifier_training_{size}px"] = bench_classifier_training(
-                size, n=n, device=device
+                size, n=n, epochs=epochs, device=device
             )
     elif group == "loader":
         from drvae.bench.loader import bench_loader
 
-        out["loader"] = bench_loader(work, max(64, int(512 * scale)))
+        out["loader"] = bench_loader(work, max(64, int(512 * scale)), workers=loader_workers)
     elif group == "sweep":
         from drvae.bench.sweep import bench_sweep
 
@@ -156,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--out", type=Path, default=None, help="default: " + str(RESULTS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--loader-workers", default="2", help="DataLoader worker counts to add to 0, e.g. 2,8"
+    )
     parser.add_argument(
         "--only", default=",".join(GROUPS), help=f"some of {GROUPS}, comma-separated"
     )
@@ -175,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         benchmarks = json.loads(previous.read_text())["benchmarks"]
     with tempfile.TemporaryDirectory(prefix="drvae-bench-") as tmp:
         for group in groups:
-            for name, figures in run_group(group, Path(tmp), scale, args.device).items():
+            workers = tuple(int(w) for w in args.loader_workers.split(",") if w)
+            for name, figures in run_group(group, Path(tmp), scale, args.device, workers).items():
                 benchmarks[name] = figures
                 print(name, figures, flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")

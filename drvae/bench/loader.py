@@ -60,9 +60,10 @@ def loader_images_per_second(loader: DataLoader, epochs: int = 3) -> float:
 
 
 def bench_loader(
-    work: Path, n: int, sizes: tuple[int, ...] = (64, 128, 224), num_workers: int = 0
+    work: Path, n: int, sizes: tuple[int, ...] = (64, 128, 224), workers: tuple[int, ...] = ()
 ) -> dict[str, Any]:
-    """Images/s of the cached training loader and of the decoding loader, per image size."""
+    """Images/s of the cached training loader and of the decoding loader, per image size,
+    with the default `data.num_workers` (0); `workers`: more DataLoader worker counts."""
     root = work / "loader-source"
     if not root.exists():
         write_full_resolution(root, n, width=640, height=512)
@@ -71,23 +72,26 @@ def bench_loader(
         "n": n,
         "source": "640x512 JPEG",
         "batch_size": 64,
-        "num_workers": num_workers,
+        "num_workers": 0,
     }
     for size in sizes:
         cache = build_cache(records, PreprocessConfig(size=size), work / "loader-cache", 2)
         splits = make_splits(cache.records, seed=0)
-        dm = FundusDataModule(cache, splits, 64, num_workers, augment=default_augment())
-        cached = loader_images_per_second(dm.train_dataloader())
         train = [cache.records[i] for i in splits.train]
-        decoding = DataLoader(
-            DecodingDataset(train, size, default_augment()),
-            batch_size=64,
-            shuffle=True,
-            num_workers=num_workers,
-            worker_init_fn=reseed_augment,
-        )
-        decoded = loader_images_per_second(decoding)
-        figures[f"cached_images_per_second_{size}px"] = round(cached, 1)
-        figures[f"decoding_images_per_second_{size}px"] = round(decoded, 1)
-        figures[f"cache_speedup_{size}px"] = round(cached / decoded, 1)
+        for w in (0, *workers):
+            dm = FundusDataModule(cache, splits, 64, w, augment=default_augment())
+            cached = loader_images_per_second(dm.train_dataloader())
+            decoding = DataLoader(
+                DecodingDataset(train, size, default_augment()),
+                batch_size=64,
+                shuffle=True,
+                num_workers=w,
+                persistent_workers=w > 0,
+                worker_init_fn=reseed_augment,
+            )
+            decoded = loader_images_per_second(decoding)
+            suffix = f"{size}px" + (f"_{w}workers" if w else "")
+            figures[f"cached_images_per_second_{suffix}"] = round(cached, 1)
+            figures[f"decoding_images_per_second_{suffix}"] = round(decoded, 1)
+            figures[f"cache_speedup_{suffix}"] = round(cached / decoded, 1)
     return figures

@@ -102,6 +102,18 @@ def counts_to_generate(cfg: DictConfig, needed: Mapping[int, int]) -> dict[int, 
     return counts
 
 
+def generate_device(cfg: DictConfig) -> str:
+    """`generate.device`: auto (the GPU when there is one), cpu or cuda."""
+    device = cfg.get("device", "cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"generate.device: expected auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("generate.device=cuda, but torch sees no CUDA device")
+    return device
+
+
 def generate_key(
     checkpoints: Mapping[int, Path], counts: Mapping[int, int], cfg: DictConfig
 ) -> tuple[str, dict]:
@@ -111,6 +123,7 @@ def generate_key(
         "per_grade": dict(counts),
         "temperature": cfg.temperature,
         "seed": cfg.seed,
+        "device": generate_device(cfg),  # GPU and CPU arithmetic differ in the last bits
     }
     return config_key("generate", shas, params), {"checkpoint_sha256": shas, **params}
 
@@ -125,7 +138,7 @@ def run_generate_stage(
         start = time.perf_counter()
         images, grades = [], []
         paths = {checkpoints[g] for g in counts}
-        vaes = {path: load_vae(path) for path in paths}  # each file once
+        vaes = {path: load_vae(path).to(params["device"]) for path in paths}  # each file once
         for grade, count in params["per_grade"].items():
             vae = vaes[checkpoints[grade]]
             images.append(
