@@ -76,13 +76,17 @@ def test_rebalanced_counts_hold_across_two_processes(cache, splits, tmp_path, me
     assert {g: together[g] for g in GRADES} == plan.total
 
 
-def test_pipeline_trains_with_ddp_and_scores_each_test_image_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("devices", [2, 1])
+def test_pipeline_trains_with_ddp_and_scores_each_test_image_once(
+    tmp_path: Path, devices: int
+) -> None:
     cfg = config(
         tmp_path / "cache",
         tmp_path / "run",
         "trainer=ddp",
         "trainer.accelerator=cpu",
-        "trainer.devices=2",
+        f"trainer.devices={devices}",
+        "data.num_workers=1",
         "classifier.trainer.max_epochs=2",
     )
     result = run(cfg)

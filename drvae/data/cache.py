@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import mmap
 import os
 import time
 from collections import Counter
@@ -30,6 +31,22 @@ from drvae.data.workers import chunk_size, image_pool
 FORMAT_VERSION = 1  # bump when the cached pixels would change for the same key
 
 
+def mapped_state(images: np.ndarray) -> np.ndarray | tuple:
+    """An array as pickling should send it: a whole memory-mapped file as (path, offset,
+    shape, dtype), so that a spawned process (DDP, DataLoader workers) maps the file too
+    instead of receiving a copy of every pixel; any other array as it is."""
+    if isinstance(images, np.memmap) and isinstance(images.base, mmap.mmap):
+        return ("memmap", images.filename, images.offset, images.shape, images.dtype.str)
+    return images
+
+
+def from_mapped_state(state: np.ndarray | tuple) -> np.ndarray:
+    if isinstance(state, tuple):
+        _, filename, offset, shape, dtype = state
+        return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+    return state
+
+
 @dataclass
 class CachedDataset:
     """A finished cache: `images[i]` (size, size, 3) uint8 belongs to `records[i]`."""
@@ -46,6 +63,12 @@ class CachedDataset:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "images": mapped_state(self.images)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, images=from_mapped_state(state["images"]))
 
 
 def _fingerprint(record: Record) -> tuple:

@@ -6,6 +6,7 @@ real images and synthetic images join it; validation and test stay real and unto
 
 from __future__ import annotations
 
+import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
 
-from drvae.data.cache import CachedDataset
+from drvae.data.cache import CachedDataset, from_mapped_state, mapped_state
 from drvae.data.rebalance import RebalancePlan, oversample_indices
 from drvae.data.records import NUM_GRADES
 from drvae.data.splits import Splits
@@ -52,6 +53,12 @@ class ImageArray(Dataset):
             image = np.ascontiguousarray(self.augment(image=image)["image"])
         return torch.from_numpy(image).permute(2, 0, 1), int(self.grades[i])  # (3, S, S)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "images": mapped_state(self.images)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, images=from_mapped_state(state["images"]))
+
     def per_grade(self) -> dict[int, int]:
         counts = Counter(self.grades.tolist())
         return {g: counts.get(g, 0) for g in range(NUM_GRADES)}
@@ -64,6 +71,14 @@ def reseed_augment(worker_id: int) -> None:
     for part in getattr(info.dataset, "datasets", [info.dataset]):
         if hasattr(part.augment, "set_random_seed"):
             part.augment.set_random_seed(info.seed % 2**32)
+
+
+def worker_context(num_workers: int) -> str | None:
+    """DataLoader workers are forked where the OS can: a process that DDP spawned would
+    otherwise spawn them too, each re-importing torch (seconds per loader)."""
+    if num_workers and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return None
 
 
 class SyntheticSource(Protocol):
@@ -149,6 +164,7 @@ class FundusDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             worker_init_fn=reseed_augment if self.augment is not None else None,
             drop_last=shuffle and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
+            multiprocessing_context=worker_context(self.num_workers),
         )
 
     def train_dataloader(self) -> DataLoader:

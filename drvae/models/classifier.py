@@ -150,7 +150,8 @@ class GradeClassifier(L.LightningModule):
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, grades = batch
         logits = self(images)
-        self.log(f"{stage}/loss", self.criterion(logits, grades), on_epoch=True, prog_bar=True)
+        loss = self.criterion(logits, grades)
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True)
         probs = logits.float().softmax(dim=1)  # (B, K)
         self.metrics[stage].update(probs, grades)
         self.confusion[stage].update(probs, grades)
@@ -158,8 +159,8 @@ class GradeClassifier(L.LightningModule):
     def _epoch_end(self, stage: str) -> None:
         values = self.metrics[stage].compute()
         qwk = values.pop(f"{stage}/qwk")
-        self.log_dict(values)
-        self.log(f"{stage}/qwk", qwk, prog_bar=True)
+        self.log_dict(values, sync_dist=True)  # torchmetrics synced them: a no-op mean
+        self.log(f"{stage}/qwk", qwk, prog_bar=True, sync_dist=True)
         self.last_confusion[stage] = self.confusion[stage].compute().cpu()
         self.metrics[stage].reset()
         self.confusion[stage].reset()

@@ -159,7 +159,8 @@ class ConditionalVAE(L.LightningModule):
         loss = (recon + beta * kl_with_free_bits(kl_per_dim, self.hparams.free_bits)).mean()
         neg_elbo = recon + kl  # (B,) nats per image, with beta = 1 and no free bits
         self._moments[stage].update(mu)
-        log = dict(on_step=stage == "train", on_epoch=True, batch_size=x.shape[0])
+        train = stage == "train"  # validation means are averaged over DDP processes
+        log = dict(on_step=train, on_epoch=True, batch_size=x.shape[0], sync_dist=not train)
         self.log(f"{stage}/loss", loss, prog_bar=True, **log)
         self.log(f"{stage}/recon", recon.mean(), **log)
         floor = reconstruction_floor(x, self.hparams.reconstruction)
@@ -182,7 +183,7 @@ class ConditionalVAE(L.LightningModule):
         self._moments[stage] = LatentMoments()
         if variance is not None:
             active = (variance > self.hparams.active_threshold).sum().float()
-            self.log(f"{stage}/active_units", active)
+            self.log(f"{stage}/active_units", active, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_active_units("train")

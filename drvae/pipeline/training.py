@@ -126,12 +126,12 @@ def fit_keeping_best(
 def evaluator(
     cfg: DictConfig, stage: str, label: str, fitted: L.Trainer, callbacks: list[L.Callback]
 ) -> L.Trainer:
-    """The Trainer that validates and tests after `fitted`: itself, or after multi-process
-    training a one-device Trainer, because a DistributedSampler pads a split with repeated
-    images and every image must be scored exactly once. It logs as `<label>_eval`: the
-    training logs were written by the spawned processes, and a logger here would start
-    their folder afresh."""
-    if fitted.world_size == 1:
+    """The Trainer that validates and tests after `fitted`: itself, or after DDP a
+    one-device Trainer in this process, because a DistributedSampler pads a split with
+    repeated images (every image must be scored exactly once) and because what spawned
+    processes compute never reaches this one. It logs as `<label>_eval`: the training logs
+    were written by the spawned processes, and a logger here would start them afresh."""
+    if fitted.world_size == 1 and fitted.strategy.launcher is None:
         return fitted
     one = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
     return make_trainer(
