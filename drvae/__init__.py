@@ -1,6 +1,10 @@
 """drvae: rebalancing diabetic-retinopathy grading with a class-conditional VAE."""
 
+import os
 from importlib.metadata import PackageNotFoundError, version
+
+# drvae never touches the network: albumentations would otherwise ask PyPI for its version.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 try:
     __version__ = version("drvae")

@@ -39,3 +39,16 @@ def test_the_classifier_trains_and_validates_in_bf16_mixed_precision() -> None:
     metrics = fit_bf16(GradeClassifier("test_resnet", image_size=32))
     assert 0.0 <= metrics["val/balanced_accuracy"] <= 1.0
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+
+def test_the_vae_logs_every_term_per_epoch_for_train_and_val() -> None:
+    """The terms are epoch means from torchmetrics (one Lightning log call per step)."""
+    model = ConditionalVAE(image_size=32, depth=3, width=8, latent_dim=4)
+    metrics = fit_bf16(model)
+    for stage in ("train", "val"):
+        for term in ("recon", "recon_gap", "kl", "elbo", "bpd", "active_units"):
+            assert f"{stage}/{term}" in metrics
+        elbo = -(metrics[f"{stage}/recon"] + metrics[f"{stage}/kl"])
+        assert metrics[f"{stage}/elbo"] == pytest.approx(elbo, rel=1e-3)
+    assert {"train/loss_step", "train/loss_epoch", "val/loss", "train/beta"} <= set(metrics)
+    assert not model.val_means["elbo"].update_called  # reset after logging
