@@ -108,6 +108,12 @@ def write_results(results: dict[str, Any], out: Path) -> None:
     (out / "RESULTS.md").write_text("\n".join(lines))
 
 
+def training_size(scale: float, device: str) -> tuple[int, int]:
+    """Images per epoch and epochs of a training benchmark (the median is taken over the
+    epochs after the first); a GPU's epochs are short, so it gets more images."""
+    return max(128, int((16384 if device == "cuda" else 1024) * scale)), 5
+
+
 def run_group(
     group: str, work: Path, scale: float, device: str, loader_workers: tuple[int, ...] = ()
 ) -> dict[str, Any]:
@@ -127,8 +133,7 @@ def run_group(
     elif group == "vae":
         from drvae.bench.vae import bench_generation, bench_vae_training
 
-        n = max(128, int(1024 * scale * (16 if device == "cuda" else 1)))
-        epochs = 5 if device == "cuda" else 3  # GPU epochs are short: median of more
+        n, epochs = training_size(scale, device)
         for size in (64, 128):
             out[f"vae_training_{size}px"] = bench_vae_training(
                 size, n=n, epochs=epochs, device=device
@@ -139,8 +144,7 @@ def run_group(
     elif group == "classifier":
         from drvae.bench.classifier import bench_classifier_training
 
-        n = max(128, int(1024 * scale * (16 if device == "cuda" else 1)))
-        epochs = 5 if device == "cuda" else 3  # GPU epochs are short: median of more
+        n, epochs = training_size(scale, device)
         for size in (64, 128):
             out[f"classifier_training_{size}px"] = bench_classifier_training(
                 size, n=n, epochs=epochs, device=device
