@@ -38,7 +38,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(STAMP) ## Benchmarks -> experiments/benchmarks/RESULTS.md (about 25 min on 2 cores)
+bench: $(STAMP) ## Benchmarks -> experiments/benchmarks/RESULTS.md (about 35 min on 2 cores)
 	$(BIN)/python -m drvae.bench
 
 clean: ## Remove caches and run outputs (keeps .venv)
