@@ -1,0 +1,50 @@
+"""The benchmark harness: what it derives and writes (the timings themselves are benchmarks,
+measured by `make bench`, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drvae.bench.__main__ import main, targets
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_targets_are_derived_and_marked_met_or_not() -> None:
+    benchmarks = {
+        "vae_training_128px": {"vae_overhead_ratio": 0.5},
+        "vae_training_64px": {"vae_overhead_ratio": 0.95},  # the default size wins
+        "classifier_training_64px": {
+            "classifier_overhead_ratio": 0.8,
+            "drvae_images_per_second": 200.0,
+        },
+        "loader": {"cached_images_per_second_64px": 1000.0},
+        "sweep": {"sweep_cost_ratio": 1.15},
+    }
+    out = targets(benchmarks)
+    assert out["vae_overhead_ratio"] == {"value": 0.95, "target": ">= 0.9", "met": True}
+    assert out["classifier_overhead_ratio"]["met"] is False
+    assert out["loader_vs_model_ratio"]["value"] == 5.0  # 1000 / 200
+    assert out["loader_vs_model_ratio"]["met"] is False
+    assert out["sweep_cost_ratio"]["met"] is True  # <= 1.15
+    assert out["cache_build_speedup"] == {"value": None, "target": ">= 4.0", "met": None}
+
+
+@pytest.mark.slow  # about 45 s: two model sizes, both sides, five epochs each
+def test_a_quick_run_writes_results_and_the_targets_table(tmp_path: Path) -> None:
+    main(["--quick", "--only", "classifier", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    figures = results["benchmarks"]["classifier_training_64px"]
+    assert figures["drvae_images_per_second"] > 0 and figures["hand_written_images_per_second"] > 0
+    assert results["targets"]["classifier_overhead_ratio"]["value"] > 0
+    table = (tmp_path / "RESULTS.md").read_text()
+    assert "| classifier_overhead_ratio |" in table and "| vae_overhead_ratio | None |" in table
+
+
+def test_an_unknown_group_is_refused(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "vae,gpus"])
+    assert "unknown group(s) ['gpus']" in capsys.readouterr().err
