@@ -48,3 +48,15 @@ def test_an_unknown_group_is_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--only", "vae,gpus"])
     assert "unknown group(s) ['gpus']" in capsys.readouterr().err
+
+
+def test_peak_memory_sees_an_allocation_inside_the_block() -> None:
+    import numpy as np
+
+    from drvae.bench.memory import PeakMemory, rss_mb
+
+    before = rss_mb()
+    with PeakMemory() as peak:
+        block = np.ones((100, 2**20), dtype=np.uint8)  # 100 MB, touched
+        del block
+    assert peak.figures()["peak_rss_mb"] >= before + 90

@@ -29,6 +29,7 @@ from typing import Any
 
 from drvae import __version__
 from drvae.bench.data import bench_cache, bench_simulator
+from drvae.bench.memory import PeakMemory
 
 RESULTS = Path("experiments/benchmarks")
 # figure -> (comparison, target) of issue #7; each is reported as measured, met or not
@@ -191,9 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="drvae-bench-") as tmp:
         for group in groups:
             workers = tuple(int(w) for w in args.loader_workers.split(",") if w)
-            for name, figures in run_group(group, Path(tmp), scale, args.device, workers).items():
-                benchmarks[name] = figures
-                print(name, figures, flush=True)
+            with PeakMemory() as peak:
+                group_figures = run_group(group, Path(tmp), scale, args.device, workers)
+            for name, figures in group_figures.items():
+                benchmarks[name] = {**figures, **peak.figures()}  # the group's peak
+                print(name, benchmarks[name], flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")
     if set(groups) != set(GROUPS) or args.device != "cpu":
         command += f"; last: python -m drvae.bench --only {args.only} --device {args.device}"

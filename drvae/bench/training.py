@@ -112,6 +112,8 @@ def compare_training(
 ) -> dict[str, float]:
     """Images/s (median epoch after the first) through drvae and hand-written, and their
     ratio. Each side gets a freshly built model from the same seed."""
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(0)
     drvae_s = statistics.median(lightning_epochs(build(), loader, epochs, device)[1:])
     torch.manual_seed(0)
@@ -127,4 +129,9 @@ def compare_training(
         # what drvae adds to each optimiser step: it decides the ratio on a fast GPU
         "overhead_ms_per_step": round((drvae_s - plain_s) / len(loader) * 1000, 2),
         "ratio": round(plain_s / drvae_s, 3),
+        **(
+            {"peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
+            if device == "cuda"
+            else {}
+        ),
     }
