@@ -8,6 +8,7 @@
 - vae: VAE training images/s through drvae (Lightning) and through a hand-written loop on
   the same model, data and batch size, at 64 and 128 px; generation images/s per size;
 - classifier: the same comparison for the timm grading classifier;
+- overhead: the same with tiny models at 16 px, where what drvae adds per step decides;
 - loader: the cached training loader against decoding the source JPEGs, at 64/128/224 px;
 - sweep: a multirun over N per-grade synthetic counts against its trainings timed alone.
 
@@ -150,6 +151,10 @@ def run_group(
             out[f"classifier_training_{size}px"] = bench_classifier_training(
                 size, n=n, epochs=epochs, device=device
             )
+    elif group == "overhead":
+        from drvae.bench.overhead import bench_step_overhead
+
+        out["step_overhead_16px_tiny_models"] = bench_step_overhead(device)
     elif group == "loader":
         from drvae.bench.loader import bench_loader
 
@@ -161,7 +166,7 @@ def run_group(
     return out
 
 
-GROUPS = ("data", "learnability", "vae", "classifier", "loader", "sweep")
+GROUPS = ("data", "learnability", "vae", "classifier", "overhead", "loader", "sweep")
 
 
 def main(argv: list[str] | None = None) -> None:
