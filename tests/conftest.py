@@ -359,3 +359,18 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def quiet_trainer(**overrides):
+    """A one-epoch CPU Lightning Trainer that writes and prints nothing unless told to."""
+    import lightning as L  # here, not at the top: most tests never need Lightning
+
+    settings = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return L.Trainer(**{**settings, **overrides})

@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import quiet_trainer  # tests/ is on sys.path
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 from sklearn import metrics as skm
@@ -298,15 +299,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
         MODEL, image_size=SIZE, pretrained=str(weights), class_weights=[1, 2, 2, 3, 3]
     )
     logger = CSVLogger(tmp / "logs")
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=[ConfusionMatrixLogger()],
-        default_root_dir=tmp,
+    trainer = quiet_trainer(
+        logger=logger, callbacks=[ConfusionMatrixLogger()], default_root_dir=tmp
     )
     trainer.fit(model, loader(24, seed=1, shuffle=True), loader(10, seed=2))
     tested = trainer.test(model, loader(13, seed=3), verbose=False)[0]

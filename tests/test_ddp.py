@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import quiet_trainer  # tests/ is on sys.path
 from test_pipeline import config  # tests/ is on sys.path (rootdir-relative imports)
 from test_rebalance import GRADES, cache, real_counts, splits, synthetic_set  # noqa: F401
 
@@ -57,16 +58,7 @@ def test_rebalanced_counts_hold_across_two_processes(cache, splits, tmp_path, me
     source = synthetic_set(plan) if method == "synthetic" else None
     # batch size 1: no partial batch is dropped, so every image is seen once
     dm = FundusDataModule(cache, splits, batch_size=1, plan=plan, synthetic=source, seed=3)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
+    trainer = quiet_trainer(devices=2, strategy="ddp_spawn", limit_val_batches=0)
     trainer.fit(GradeRecorder(str(tmp_path)), datamodule=dm)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(sum(seen.values()) == sum(plan.total.values()) // 2 for seen in ranks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer  # tests/ is on sys.path
 
 from drvae.bench.training import image_loader
 from drvae.models.classifier import GradeClassifier
@@ -16,15 +17,7 @@ pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 def fit_bf16(model: L.LightningModule) -> dict[str, float]:
     loader = image_loader(16, 32, 8, "cpu")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="bf16-mixed",
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(precision="bf16-mixed")
     trainer.fit(model, loader, loader)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 

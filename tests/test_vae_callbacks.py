@@ -8,6 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import quiet_trainer  # tests/ is on sys.path
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,15 +30,7 @@ def picture(height: int = 10, width: int = 14) -> np.ndarray:
 
 
 def trainer_with(logger, tmp_path: Path, **options) -> L.Trainer:
-    return L.Trainer(
-        logger=logger,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **options,
-    )
+    return quiet_trainer(logger=logger, default_root_dir=tmp_path, **options)
 
 
 # ------------------------------------------------------------------ log_image

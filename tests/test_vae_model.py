@@ -7,9 +7,9 @@ import math
 import re
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
+from conftest import quiet_trainer  # tests/ is on sys.path
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -286,15 +286,7 @@ def fit_tiny(tmp_path: Path, **options) -> tuple[ConditionalVAE, Path]:
     loader = DataLoader(TensorDataset(images, grades), batch_size=8)
     optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-3}
     vae = ConditionalVAE(**TINY, optimizer=optimizer, **options)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(default_root_dir=tmp_path)
     trainer.fit(vae, loader, loader)
     path = tmp_path / "vae.ckpt"
     trainer.save_checkpoint(path)
