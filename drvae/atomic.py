@@ -3,7 +3,9 @@
 The folder is built under a temporary name (`<name>.tmp-<pid>`) and renamed into place only
 when complete, so a crash never leaves a folder that looks finished. Concurrent processes
 wanting the same folder wait on `<name>.lock` instead of building it twice; leftovers of a
-killed build are removed under the lock (a killed process runs no clean-up).
+killed build are removed under the lock (a killed process runs no clean-up). Every file's
+checksum is recorded before the rename (`drvae.integrity`), and a finished folder whose files
+no longer match (truncated, overwritten, deleted) is rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from drvae.integrity import corruption, write_checksums
 
 
 def build_once(folder: Path, done: Callable[[Path], bool], build: Callable[[Path], None]) -> bool:
@@ -27,13 +32,17 @@ def build_once(folder: Path, done: Callable[[Path], bool], build: Callable[[Path
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if done(folder):
-            return True
+            problem = corruption(folder)
+            if problem is None:
+                return True
+            print(f"drvae: {folder} is corrupt ({problem}); rebuilding it", file=sys.stderr)
         for leftover in [folder, *folder.parent.glob(f"{folder.name}.tmp-*")]:
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
         tmp.mkdir()
         try:
             build(tmp)
+            write_checksums(tmp)
             os.rename(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -16,8 +16,9 @@ from PIL import Image
 from drvae.data.readers import read_dataset
 from drvae.data.records import DataError
 from drvae.errors import ConfigError
+from drvae.integrity import sha256_file
 from drvae.models.checkpoints import CheckpointError
-from drvae.pipeline.generate_stage import per_grade_counts, sha256_file
+from drvae.pipeline.generate_stage import per_grade_counts
 from drvae.pipeline.run import run
 from drvae.pipeline.synthetic_sources import DecoderSynthetic
 

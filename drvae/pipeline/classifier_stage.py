@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from drvae.callbacks import ConfusionMatrixLogger
 from drvae.data.dataset import FundusDataModule, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
+from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_classifier
 from drvae.models.classifier import GradeClassifier
 from drvae.pipeline.data import PreparedData
-from drvae.pipeline.generate_stage import sha256_file
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.training import (
     best_checkpoint,

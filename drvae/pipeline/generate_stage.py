@@ -7,7 +7,6 @@ manifest names the checkpoint's SHA-256, so every synthetic image is traceable.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from drvae import __version__
 from drvae.data.records import NUM_GRADES
 from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError
+from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
@@ -46,14 +46,6 @@ def per_grade_counts(value: Any, key: str = "generate.per_grade") -> dict[int, i
     if not counts:
         raise ConfigError(f"{key}: no grade requested")
     return dict(sorted(counts.items()))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def grade_generator(seed: int, grade: int, *more: int) -> torch.Generator:

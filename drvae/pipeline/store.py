@@ -3,14 +3,15 @@
 `<cache_dir>/<stage>/<key[:16]>/` holds the stage's files and `stage.json` (written last:
 key, the stage's summary, seconds, time, version). A stage whose folder is finished is
 reused, not rerun; so a sweep over classifier settings trains the VAE once per (data, VAE
-config, seed), and a relaunched job skips finished stages. Builds are atomic and locked
-(`drvae.atomic.build_once`).
+config, seed), and a relaunched job skips finished stages. Builds are atomic and locked, and
+a folder whose files no longer match their checksums is rebuilt (`drvae.atomic.build_once`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from drvae import __version__
 from drvae.atomic import build_once
+from drvae.integrity import corruption
 
 STAGE_FILE = "stage.json"
 
@@ -69,9 +71,15 @@ class StageStore:
         return self.root / stage / key[:16]
 
     def finished(self, stage: str, key: str) -> dict[str, Any] | None:
-        """The stage file of a finished output, or None."""
-        path = self.folder(stage, key) / STAGE_FILE
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The stage file of a finished, intact output, or None."""
+        folder = self.folder(stage, key)
+        if not (folder / STAGE_FILE).is_file():
+            return None
+        problem = corruption(folder)
+        if problem:
+            print(f"drvae: {stage} output {folder} is corrupt ({problem})", file=sys.stderr)
+            return None
+        return json.loads((folder / STAGE_FILE).read_text())
 
     def run(self, stage: str, key: str, build: Callable[[Path], dict[str, Any]]) -> StageResult:
         """The stage's output, built by `build(tmp_folder) -> info` unless already finished."""
