@@ -10,15 +10,25 @@ this module again, and should not pay for them.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from drvae.secrets import redact, redact_hydra_files
 
 
 @hydra.main(version_base="1.3", config_path="pkg://drvae.conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from drvae.pipeline.run import USER_ERRORS, run
 
+    hydra_cfg = HydraConfig.get()  # Hydra saved the config and command line before this call
+    redact_hydra_files(Path(hydra_cfg.runtime.output_dir))
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        redact_hydra_files(Path(hydra_cfg.sweep.dir))
+    sys.argv[1:] = redact(sys.argv[1:])  # what loggers record as the command (W&B does)
     try:
         run(cfg)
     except USER_ERRORS as error:

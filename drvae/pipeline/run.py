@@ -25,6 +25,7 @@ from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_
 from drvae.pipeline.store import StageResult, StageStore, plain
 from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
+from drvae.secrets import redact
 
 RESULTS = "results.json"
 USER_ERRORS = (DataError, ConfigError, CheckpointError)
@@ -148,8 +149,8 @@ class Run:
             }
         self.results.update(
             seconds=round(time.perf_counter() - start, 3),
-            overrides=command_overrides(),
-            config=plain(self.cfg),
+            overrides=redact(command_overrides()),
+            config=redact(plain(self.cfg)),
             versions=versions(),
         )
         self.out.mkdir(parents=True, exist_ok=True)
