@@ -29,10 +29,12 @@ def read_ddr(root: Path, log: ProblemLog) -> ReadResult:
         listing = require_file(release / f"{part}.txt", f"DDR {part} list")
         finder = ImageFinder(release / part)
         try:
-            lines = listing.read_text(encoding="utf-8-sig").splitlines()
+            text = listing.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as error:
             raise DataError(f"{listing}: not UTF-8 text ({error}); expected a UTF-8 list") from None
-        for number, line in enumerate(lines, start=1):
+        # split("\n"), not splitlines(): that also breaks at \f, \x1c, \x85, \u2028..., which
+        # editors do not count as line breaks, and the line numbers reported would be off
+        for number, line in enumerate(text.split("\n"), start=1):
             origin = f"{listing}:{number}"
             fields = line.split()
             if not fields:
@@ -45,7 +47,7 @@ def read_ddr(root: Path, log: ProblemLog) -> ReadResult:
                 result.excluded["ungradable (grade 5)"] += 1
                 continue
             grade = parse_grade(text, origin, log)
-            path = finder.find(name, origin, log)
+            path = None if grade is None else finder.find(name, origin, log)
             if grade is None or path is None:
                 continue
             record = Record(path.stem, path, grade, path.stem, "ddr", origin, split=split)

@@ -39,9 +39,11 @@ def read_csv(
     optional = [c for c in (patient_column, eye_column, split_column) if c]
     records: list[Record] = []
     ids = UniqueIds(log)
-    for origin, row in read_csv_rows(labels, [image_column, label_column, *optional]):
+    for origin, row in read_csv_rows(labels, [image_column, label_column, *optional], log):
         grade = parse_grade(row[label_column], origin, log, label_column)
-        path = finder.find(row[image_column], origin, log)
+        path = None if grade is None else finder.find(row[image_column], origin, log)
+        if grade is None or path is None:
+            continue  # one problem per row: its first fault
         eye = EYES.get(row[eye_column].lower(), "?") if eye_column else None
         split = row[split_column].lower() if split_column else None
         if patient_column and not row[patient_column]:
@@ -50,7 +52,7 @@ def read_csv(
             log.report(origin, f"{eye_column} {row[eye_column]!r} is not left/right")
         elif split is not None and split not in SPLITS:
             log.report(origin, f"{split_column} {row[split_column]!r} is not one of {SPLITS}")
-        elif grade is not None and path is not None:
+        else:
             image_id = row[image_column]
             patient = row[patient_column] if patient_column else image_id
             keep(records, Record(image_id, path, grade, patient, "csv", origin, eye, split), ids)

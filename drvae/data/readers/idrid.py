@@ -34,10 +34,10 @@ def read_idrid(root: Path, log: ProblemLog) -> ReadResult:
     ids = UniqueIds(log)
     for split, (image_dir, label_file) in PARTS.items():
         finder = ImageFinder(release / IMAGES / image_dir)
-        rows = read_csv_rows(release / LABELS / label_file, ["Image name", "Retinopathy grade"])
-        for origin, row in rows:
+        labels = release / LABELS / label_file
+        for origin, row in read_csv_rows(labels, ["Image name", "Retinopathy grade"], log):
             grade = parse_grade(row["Retinopathy grade"], origin, log, "Retinopathy grade")
-            path = finder.find(row["Image name"], origin, log)
+            path = None if grade is None else finder.find(row["Image name"], origin, log)
             if grade is None or path is None:
                 continue
             image_id = f"{split}/{path.stem}"

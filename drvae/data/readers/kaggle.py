@@ -19,11 +19,11 @@ def read_aptos(root: Path, log: ProblemLog) -> ReadResult:
     finder = ImageFinder(root / "train_images")
     records: list[Record] = []
     ids = UniqueIds(log)
-    for origin, row in read_csv_rows(root / "train.csv", ["id_code", "diagnosis"]):
+    for origin, row in read_csv_rows(root / "train.csv", ["id_code", "diagnosis"], log):
         grade = parse_grade(row["diagnosis"], origin, log, "diagnosis")
-        path = finder.find(row["id_code"], origin, log)
+        path = None if grade is None else finder.find(row["id_code"], origin, log)
         if grade is None or path is None:
-            continue
+            continue  # one problem per row: its first fault
         image_id = row["id_code"]
         record = Record(image_id, path, grade, image_id, "aptos", origin)
         keep(records, record, ids)
@@ -35,13 +35,13 @@ def read_eyepacs(root: Path, log: ProblemLog) -> ReadResult:
     finder = ImageFinder(root / "train")
     records: list[Record] = []
     ids = UniqueIds(log)
-    for origin, row in read_csv_rows(root / "trainLabels.csv", ["image", "level"]):
+    for origin, row in read_csv_rows(root / "trainLabels.csv", ["image", "level"], log):
         match = EYEPACS_NAME.match(row["image"])
         if match is None:
             log.report(origin, f"image {row['image']!r} is not <patient>_<left|right>")
             continue
         grade = parse_grade(row["level"], origin, log, "level")
-        path = finder.find(row["image"], origin, log)
+        path = None if grade is None else finder.find(row["image"], origin, log)
         if grade is None or path is None:
             continue
         eye = match["eye"]

@@ -12,11 +12,20 @@ from drvae.data.records import DataError, ProblemLog, ReadResult, Record
 SCHEMAS = (("image_id", "adjudicated_dr_grade"), ("id_code", "diagnosis"))
 
 
+def _header(path: Path) -> set[str]:
+    """The names in a CSV's first non-blank row (as `read_csv_rows` finds it), or none."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
+        try:
+            row = next((r for r in csv.reader(f) if any(c.strip() for c in r)), [])
+        except csv.Error:  # not a CSV: not the grades
+            return set()
+    return {h.strip() for h in row}
+
+
 def _find_labels(root: Path) -> tuple[Path, tuple[str, str]]:
     """The first CSV in `root` whose header matches a known schema."""
     for path in sorted(root.glob("*.csv")):
-        with path.open(newline="", encoding="utf-8-sig", errors="replace") as f:
-            header = {h.strip() for h in next(csv.reader(f), [])}
+        header = _header(path)
         for schema in SCHEMAS:
             if {*schema, "adjudicated_gradable"} <= header:
                 return path, schema
@@ -35,7 +44,7 @@ def read_messidor2(root: Path, log: ProblemLog) -> ReadResult:
     finder = ImageFinder(root / "IMAGES", root)
     result = ReadResult([])
     ids = UniqueIds(log)
-    for origin, row in read_csv_rows(labels, [image_col, grade_col, "adjudicated_gradable"]):
+    for origin, row in read_csv_rows(labels, [image_col, grade_col, "adjudicated_gradable"], log):
         gradable = row["adjudicated_gradable"]
         if gradable not in ("0", "1", "0.0", "1.0"):
             log.report(origin, f"adjudicated_gradable {gradable!r} is not 0 or 1")
@@ -44,7 +53,7 @@ def read_messidor2(root: Path, log: ProblemLog) -> ReadResult:
             result.excluded["ungradable (adjudicated_gradable=0)"] += 1
             continue
         grade = parse_grade(row[grade_col], origin, log, grade_col)
-        path = finder.find(row[image_col], origin, log)
+        path = None if grade is None else finder.find(row[image_col], origin, log)
         if grade is None or path is None:
             continue
         image_id = Path(row[image_col]).stem
