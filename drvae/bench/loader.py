@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,7 @@ def bench_loader(
                 shuffle=True,
                 num_workers=w,
                 persistent_workers=w > 0,
-                worker_init_fn=reseed_augment,
+                worker_init_fn=partial(reseed_augment, 0),
             )
             decoded = loader_images_per_second(decoding)
             suffix = f"{size}px" + (f"_{w}workers" if w else "")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Protocol
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, get_worker_info
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_worker_info
 
 from drvae.data.cache import CachedDataset, from_mapped_state, mapped_state
 from drvae.data.rebalance import RebalancePlan, oversample_indices
@@ -64,13 +65,33 @@ class ImageArray(Dataset):
         return {g: counts.get(g, 0) for g in range(NUM_GRADES)}
 
 
-def reseed_augment(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: each worker's albumentations pipeline gets its own seed
-    (derived from the loader's, so runs stay reproducible) instead of a copy of the same one."""
-    info = get_worker_info()
-    for part in getattr(info.dataset, "datasets", [info.dataset]):
+def reseed_augment(seed: int, worker_id: int) -> None:
+    """DataLoader `worker_init_fn` (with `seed` bound): each worker's albumentations pipeline
+    gets its own seed, derived from the loader's (seed, epoch), instead of a copy of the
+    main process's."""
+    for part in getattr(get_worker_info().dataset, "datasets", [get_worker_info().dataset]):
         if hasattr(part.augment, "set_random_seed"):
-            part.augment.set_random_seed(info.seed % 2**32)
+            part.augment.set_random_seed((seed + worker_id) % 2**32)
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation of the dataset that depends on `seed` alone: the same however many
+    times the loader is iterated (Lightning may start an epoch's iterator more than once)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return iter(order.tolist())
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's training order and augmentation."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def worker_context(num_workers: int) -> str | None:
@@ -155,21 +176,33 @@ class FundusDataModule(L.LightningDataModule):
         if stage == "fit" and self.plan is not None:
             print(self.plan.table())
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, sampler: EpochShuffle | None = None
+    ) -> DataLoader:
+        seed = sampler.seed if sampler is not None else self.seed
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=reseed_augment if self.augment is not None else None,
+            worker_init_fn=partial(reseed_augment, seed) if self.augment is not None else None,
             drop_last=shuffle and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
             multiprocessing_context=worker_context(self.num_workers),
+            # Its own generator: drawing workers' base seeds leaves the global RNG alone.
+            generator=torch.Generator().manual_seed(seed),
         )
 
     def train_dataloader(self) -> DataLoader:
+        """The epoch's training loader. Its order and augmentation are seeded by (seed,
+        epoch), so a trainer that rebuilds it each epoch (drvae's do) gives epoch k the same
+        batches whether or not the fit was stopped and resumed before it."""
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        return self._loader(self.train_dataset(epoch), shuffle=True)
+        seed = epoch_seed(self.seed, epoch)
+        if hasattr(self.augment, "set_random_seed"):  # albumentations ignores global seeds
+            self.augment.set_random_seed(seed)
+        dataset = self.train_dataset(epoch)
+        return self._loader(dataset, shuffle=True, sampler=EpochShuffle(len(dataset), seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), shuffle=False)

@@ -74,8 +74,6 @@ def _datamodule(
     cfg: DictConfig, data: PreparedData, plan: RebalancePlan, synthetic: SyntheticSource | None
 ) -> FundusDataModule:
     augment = instantiate(cfg.classifier.augment) if cfg.classifier.get("augment") else None
-    if hasattr(augment, "set_random_seed"):  # albumentations ignores the global seeds
-        augment.set_random_seed(cfg.seed)
     return FundusDataModule(
         data.cache,
         data.splits,
@@ -89,19 +87,14 @@ def _datamodule(
 
 
 def _train_and_test(
-    cfg: DictConfig, dm: FundusDataModule, model: GradeClassifier, tmp: Path, log_root: Path
+    cfg: DictConfig, dm: FundusDataModule, model: GradeClassifier, scratch: Path, log_root: Path
 ) -> tuple[Path, dict[str, Any]]:
-    best = best_checkpoint(tmp / "checkpoints", cfg.classifier.monitor)
-    # Online synthetic images are drawn anew each epoch, when Lightning reloads the loader.
-    online = cfg.rebalance.synthetic_source == "online"
+    best = best_checkpoint(scratch, cfg.classifier.monitor)
     confusion = ConfusionMatrixLogger()
+    # The training loader is rebuilt each epoch (make_trainer): online synthetic images
+    # are drawn anew then.
     trainer = make_trainer(
-        cfg,
-        "classifier",
-        "classifier",
-        log_root / "classifier",
-        [best, confusion],
-        reload_dataloaders_every_n_epochs=int(online),
+        cfg, "classifier", "classifier", log_root / "classifier", [best, confusion]
     )
     n_train = sum(dm.plan.total.values())
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
@@ -131,16 +124,18 @@ def run_classifier_stage(
     """Train (or reuse) the classifier for this data, rebalancing, config and seed.
     `synthetic()` supplies the synthetic images; it is called only when the stage is built."""
 
+    key = classifier_key(cfg, data, plan, synthetic_key)
+
     def build(tmp: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         model = build_classifier(cfg, data.image_size, plan.class_weights)
         dm = _datamodule(cfg, data, plan, synthetic() if synthetic else None)
-        checkpoint, info = _train_and_test(cfg, dm, model, tmp, log_root)
-        shutil.move(checkpoint, tmp / "classifier.ckpt")
-        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        checkpoint, info = _train_and_test(
+            cfg, dm, model, store.scratch("classifier", key), log_root
+        )
+        shutil.copyfile(checkpoint, tmp / "classifier.ckpt")
         return info
 
-    key = classifier_key(cfg, data, plan, synthetic_key)
     result = store.run("classifier", key, build)
     result.info = {"path": str(result.path / "classifier.ckpt"), **result.info}
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -70,6 +71,12 @@ class StageStore:
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key[:16]
 
+    def scratch(self, stage: str, key: str) -> Path:
+        """Where a build keeps what lets a killed build resume (training checkpoints); it
+        outlives the process, unlike the build's temporary folder, and is removed once the
+        stage is finished."""
+        return self.folder(stage, key).with_name(f"{key[:16]}.partial")
+
     def finished(self, stage: str, key: str) -> dict[str, Any] | None:
         """The stage file of a finished, intact output, or None."""
         folder = self.folder(stage, key)
@@ -99,6 +106,7 @@ class StageStore:
             (tmp / STAGE_FILE).write_text(json.dumps(record, indent=2, default=str))
 
         reused = build_once(folder, lambda f: (f / STAGE_FILE).is_file(), build_and_record)
+        shutil.rmtree(self.scratch(stage, key), ignore_errors=True)
         record = json.loads((folder / STAGE_FILE).read_text())
         seconds = time.perf_counter() - start
         return StageResult(stage, key, folder, reused, seconds, record["info"])

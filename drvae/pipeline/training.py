@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from drvae.atomic import write_json
+from drvae.callbacks.safeguards import RandomState, StopOnNonFiniteLoss
 
 # Trainer arguments that change how a run is shown, not what it computes: left out of keys.
 PRESENTATION_KEYS = frozenset(
@@ -61,23 +64,41 @@ def make_trainer(
     callbacks: list[L.Callback],
     **overrides: Any,
 ) -> L.Trainer:
-    """A Trainer for `stage` (vae, classifier), logging under `root` as `label`."""
+    """A Trainer for `stage` (vae, classifier), logging under `root` as `label`. It stops at
+    a non-finite loss, keeps the random state in its checkpoints, and rebuilds the training
+    loader each epoch (seeded by the epoch): a resumed fit continues exactly."""
     return instantiate(
         stage_trainer(cfg, stage),
         default_root_dir=str(root),
         logger=make_loggers(cfg.get("logger"), label) or False,
-        callbacks=callbacks,
-        **overrides,
+        callbacks=[*callbacks, StopOnNonFiniteLoss(label), RandomState()],
+        **{"reload_dataloaders_every_n_epochs": 1, **overrides},
     )
 
 
 PROGRESS = "progress.json"
+LAST = "last.ckpt"
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """Keeps the best weights by `monitor` as `<dirpath>/best-epoch=<e>.ckpt`, and writes
-    the fit's progress (epochs, optimiser steps) to `<dirpath>/progress.json`: under DDP
-    in spawned processes, this process's Trainer never sees the loop counters."""
+    """Keeps the best weights by `monitor` as `<dirpath>/best-epoch=<e>.ckpt` and the latest
+    full training state as `<dirpath>/last.ckpt` (to resume from), and writes the fit's
+    progress (epochs, optimiser steps) to `<dirpath>/progress.json`: under DDP in spawned
+    processes, this process's Trainer never sees the loop counters."""
+
+    trained_this_epoch = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        super().on_train_batch_end(trainer, *args, **kwargs)
+        self.trained_this_epoch = True
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.trained_this_epoch:
+            return  # a resumed fit closing its checkpoint's epoch: nothing new to keep
+        self.trained_this_epoch = False
+        super().on_train_epoch_end(trainer, pl_module)  # the best, updated first
+        if not trainer.fast_dev_run:  # every epoch, not only when the best improves
+            trainer.save_checkpoint(Path(self.dirpath) / LAST, weights_only=False)  # atomic
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
@@ -89,8 +110,28 @@ class BestCheckpoint(ModelCheckpoint):
 
 def best_checkpoint(folder: Path, monitor: str) -> BestCheckpoint:
     return BestCheckpoint(
-        dirpath=folder, filename="best-{epoch}", monitor=monitor, mode=monitor_mode(monitor)
+        dirpath=folder,
+        filename="best-{epoch}",
+        monitor=monitor,
+        mode=monitor_mode(monitor),
     )
+
+
+def resume_point(best: BestCheckpoint) -> tuple[Path | None, dict[str, int]]:
+    """The `last.ckpt` an interrupted fit left in `best`'s folder, and the epochs and steps
+    it had done; (None, zeros) when there is none or it cannot be read (a fresh start)."""
+    last, done = Path(best.dirpath) / LAST, {"epochs": 0, "steps": 0}
+    if not last.is_file():
+        return None, done
+    try:
+        checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        print(f"drvae: {last} is unreadable ({error}); training from the start", file=sys.stderr)
+        return None, done
+    # Saved at the end of the epoch, after its validation.
+    done = {"epochs": checkpoint["epoch"] + 1, "steps": checkpoint["global_step"]}
+    print(f"drvae: resuming from {last} after {done['epochs']} epoch(s)")
+    return last, done
 
 
 def fit_keeping_best(
@@ -101,10 +142,12 @@ def fit_keeping_best(
     n_train: int,
     batch_size: int,
 ) -> tuple[Path, dict[str, Any]]:
-    """Fit; returns the best checkpoint (`best`'s, or the last weights when nothing was
-    monitored, e.g. under fast_dev_run) and what the fit did."""
+    """Fit, resuming from the checkpoint an interrupted fit left in `best`'s folder; returns
+    the best checkpoint (`best`'s, or the last weights when nothing was monitored, e.g. under
+    fast_dev_run) and what the fit did."""
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    last, resumed = resume_point(best)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=last, weights_only=True)
     seconds = time.perf_counter() - start
     progress = json.loads((Path(best.dirpath) / PROGRESS).read_text())
     epochs, steps = progress["epochs"], progress["steps"]
@@ -114,12 +157,14 @@ def fit_keeping_best(
         trainer.save_checkpoint(checkpoint)
     # Images actually trained on (full batches: the train loader drops the last partial
     # one); under DDP each step trains a batch on every process.
-    trained = min(steps * batch_size * trainer.world_size, n_train * max(epochs, 1))
+    steps, epochs_run = steps - resumed["steps"], max(epochs - resumed["epochs"], 1)
+    trained = min(steps * batch_size * trainer.world_size, n_train * epochs_run)
     return Path(checkpoint), {
         "epochs": epochs,
         "best_epoch": int(re.search(r"epoch=(\d+)", Path(checkpoint).name).group(1)),
         "train_images": n_train,
         "train_images_per_second": round(trained / seconds, 1),
+        "resumed_after_epochs": resumed["epochs"] if last else None,
     }
 
 

@@ -72,15 +72,15 @@ def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
 
 
 def _fit_one(
-    cfg: DictConfig, data: PreparedData, grades: list[int] | None, tmp: Path, log_root: Path
+    cfg: DictConfig, data: PreparedData, grades: list[int] | None, scratch: Path, log_root: Path
 ) -> tuple[Path, dict[str, Any]]:
-    """Train one VAE; returns its best checkpoint and what the fit did."""
+    """Train one VAE (resuming from `scratch`); returns its best checkpoint and the fit."""
     label = "vae" if grades is None else f"vae_grade{grades[0]}"
     model = build_vae(cfg, data.image_size)
     dm = FundusDataModule(
         data.cache, data.splits, cfg.vae.batch_size, cfg.data.num_workers, grades=grades
     )
-    best = best_checkpoint(tmp / "checkpoints", cfg.vae.monitor)
+    best = best_checkpoint(scratch / label, cfg.vae.monitor)
     callbacks: list[L.Callback] = [best]
     if cfg.vae.get("images"):
         callbacks.append(instantiate(cfg.vae.images))
@@ -96,19 +96,19 @@ def run_vae_stage(
     cfg: DictConfig, data: PreparedData, store: StageStore, log_root: Path
 ) -> StageResult:
     """Train (or reuse) the VAE(s) for this data, config and seed."""
-    groups = _groups(cfg, data)
+    groups, key = _groups(cfg, data), vae_key(cfg, data)
+    scratch = store.scratch("vae", key)
 
     def build(tmp: Path) -> dict[str, Any]:
         L.seed_everything(cfg.seed, workers=True)
         fits = {}
         for name, grades in groups.items():
-            checkpoint, fit = _fit_one(cfg, data, grades, tmp, log_root)
-            shutil.move(checkpoint, tmp / name)
-            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+            checkpoint, fit = _fit_one(cfg, data, grades, scratch, log_root)
+            shutil.copyfile(checkpoint, tmp / name)
             fits[name] = fit
         return {"checkpoints": list(groups), "fits": fits}
 
-    result = store.run("vae", vae_key(cfg, data), build)
+    result = store.run("vae", key, build)
     result.info = _summary(result.path, result.info["fits"])
     return result
 

@@ -1,0 +1,90 @@
+"""Reliability: a non-finite loss stops the run, results are deterministic, runs never
+overwrite each other, and only drvae checkpoints load, without executing pickled code."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from test_pipeline import config
+from test_resume import synthetic_images
+
+from drvae.callbacks import TrainingDiverged
+from drvae.models.checkpoints import CheckpointError, read_checkpoint
+from drvae.models.vae import ConditionalVAE
+from drvae.pipeline.run import run
+
+DRVAE = Path(__file__).parents[1] / "drvae"
+
+
+def test_a_nan_loss_stops_the_stage_naming_epoch_and_step(tmp_path: Path, monkeypatch) -> None:
+    """The loss turns NaN in the second epoch: the run stops with the stage, epoch and step,
+    the stage is not finished, and the only checkpoints are from before the fault."""
+    real_step = ConditionalVAE.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = real_step(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == 8 else loss
+
+    monkeypatch.setattr(ConditionalVAE, "training_step", poisoned)
+    cache = tmp_path / "cache"
+    cfg = config(cache, tmp_path / "run", "stages=[vae]", "trainer.max_epochs=3")
+    with pytest.raises(
+        TrainingDiverged, match=r"^vae: the training loss is nan at epoch 1, step 8"
+    ):
+        run(cfg)
+    assert not list(cache.glob("vae/*/stage.json"))  # nothing finished
+    (scratch,) = cache.glob("vae/*.partial/vae")
+    saved = {
+        p.name: torch.load(p, weights_only=True)["global_step"] for p in scratch.glob("*.ckpt")
+    }
+    assert saved == {"best-epoch=0.ckpt": 6, "last.ckpt": 6}  # 6 steps per epoch: epoch 0 only
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_the_same_config_and_seed_give_identical_results(tmp_path: Path) -> None:
+    """Two runs from empty caches: every metric, and every synthetic image, are equal."""
+    results = [run(config(tmp_path / f"cache{i}", tmp_path / f"run{i}")) for i in (1, 2)]
+    assert results[0]["metrics"] == results[1]["metrics"]
+    for stage in ("vae", "classifier"):
+        assert results[0]["stages"][stage]["metrics"] == results[1]["stages"][stage]["metrics"]
+    assert synthetic_images(results[0]) == synthetic_images(results[1])
+
+
+def test_every_torch_load_in_drvae_is_weights_only() -> None:
+    """A scan of the source: each `torch.load(...)` passes `weights_only=True`, and Lightning's
+    resume (`trainer.fit(ckpt_path=...)`) is asked for it too."""
+    loads, fits = 0, 0
+    for path in DRVAE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if name == "torch.load":
+                loads += 1
+                assert keywords.get("weights_only") == "True", f"{path}:{node.lineno}"
+            if name.endswith(".fit") and "ckpt_path" in keywords:
+                fits += 1
+                assert keywords.get("weights_only") == "True", f"{path}:{node.lineno}"
+    assert loads >= 2 and fits == 1
+
+
+class Payload:
+    """Unpickling this would run code; `weights_only=True` must refuse it."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/drvae-pwned"),))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_never_executed(tmp_path: Path) -> None:
+    marker = Path("/tmp/drvae-pwned")
+    marker.unlink(missing_ok=True)
+    path = tmp_path / "evil.ckpt"
+    torch.save({"drvae": "drvae.ConditionalVAE/1", "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        read_checkpoint(path)
+    assert not marker.exists()
