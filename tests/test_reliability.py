@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline import config
+from test_pipeline import TINY, config
 from test_resume import synthetic_images
 
 from drvae.callbacks import TrainingDiverged
@@ -43,6 +45,23 @@ def test_a_nan_loss_stops_the_stage_naming_epoch_and_step(tmp_path: Path, monkey
     }
     assert saved == {"best-epoch=0.ckpt": 6, "last.ckpt": 6}  # 6 steps per epoch: epoch 0 only
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_used_run_folder_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A second launch into a fixed `hydra.run.dir` (or `hydra.sweep.dir`) that an earlier
+    run wrote to exits with a clear error; the earlier run's files are unchanged."""
+    run_dir = tmp_path / "run"
+    main, cache = [sys.executable, "-m", "drvae.pipeline.main"], f"paths.cache_dir={tmp_path / 'c'}"
+    first = [*main, cache, *TINY, "stages=[vae]", f"hydra.run.dir={run_dir}"]
+    assert subprocess.run(first, capture_output=True, timeout=300).returncode == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert run_dir / "results.json" in before and run_dir / ".hydra" / "config.yaml" in before
+    for again in ([*main, cache, "seed=7", f"hydra.run.dir={run_dir}"],
+                  [*main, "-m", cache, "seed=7,8", f"hydra.sweep.dir={run_dir}"]):  # fmt: skip
+        done = subprocess.run(again, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        assert f"drvae: error: {run_dir} holds an earlier run's outputs" in done.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_the_same_config_and_seed_give_identical_results(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from drvae.atomic import write_json
+from drvae.callbacks.safeguards import TrainingDiverged
 from drvae.data.dataset import SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.data.records import NUM_GRADES, DataError
@@ -28,7 +29,7 @@ from drvae.pipeline.vae_stage import run_vae_stage, vae_key
 from drvae.secrets import redact
 
 RESULTS = "results.json"
-USER_ERRORS = (DataError, ConfigError, CheckpointError)
+USER_ERRORS = (DataError, ConfigError, CheckpointError, TrainingDiverged)
 PACKAGES = ("drvae", "torch", "torchvision", "lightning", "hydra-core", "timm", "torchmetrics")
 
 
