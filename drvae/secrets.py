@@ -9,6 +9,7 @@ with `REDACTED`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -72,3 +73,12 @@ def redact_hydra_files(folder: Path) -> None:
             file.write(OmegaConf.to_yaml(clean))
         shutil.copymode(path, tmp)
         os.replace(tmp, path)
+
+
+class RedactSecrets(logging.Filter):
+    """A logging filter (Hydra's and the job's handlers) that redacts each message: Hydra's
+    launcher logs every job's overrides, secrets included, to the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), ()
+        return True

@@ -62,16 +62,20 @@ def test_hydra_files_are_rewritten_only_when_they_hold_a_secret(tmp_path: Path) 
     redact_hydra_files(tmp_path / "missing")  # no .hydra folder: nothing to do
 
 
-def test_no_secret_reaches_the_run_folder(tmp_path: Path) -> None:
-    """A real `drvae` run with CSV and (offline) W&B loggers, a secret pulled into the config
-    from the environment, one typed on the command line and one under a plain key: no file
-    of the run folder holds any of them."""
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_no_secret_reaches_the_run_folder(tmp_path: Path, multirun: bool) -> None:
+    """A real `drvae` run (or a one-job multirun, whose launcher logs each job's overrides)
+    with CSV and (offline) W&B loggers, a secret pulled into the config from the environment,
+    one typed on the command line and one under a plain key: no file of the run folder, and
+    no line of its output, holds any of them."""
     from test_pipeline import TINY  # here: it imports torch, which the tests above never need
 
-    run_dir = tmp_path / "run"
+    folder = tmp_path / "run"
+    run_dir = folder / "0" if multirun else folder
+    mode = ["-m", f"hydra.sweep.dir={folder}"] if multirun else [f"hydra.run.dir={folder}"]
     cmd = [
-        sys.executable, "-m", "drvae.pipeline.main", *TINY, "stages=[vae]", "logger=[csv,wandb]",
-        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}",
+        sys.executable, "-m", "drvae.pipeline.main", *mode, *TINY, "stages=[vae]",
+        "logger=[csv,wandb]", f"paths.cache_dir={tmp_path / 'cache'}",
         "+probe.api_key=${oc.env:WANDB_API_KEY}", f"+other.token={KEY}",
         "+note.text=${oc.env:DRVAE_TEST_PASSWORD}",
     ]  # fmt: skip
@@ -97,8 +101,8 @@ def test_no_secret_reaches_the_run_folder(tmp_path: Path) -> None:
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert list(run_dir.glob("wandb/offline-run-*"))  # W&B did write its files
     leaks = sorted(
-        str(path.relative_to(run_dir))
-        for path in run_dir.rglob("*")
+        str(path.relative_to(folder))
+        for path in folder.rglob("*")
         if path.is_file() and any(s.encode() in path.read_bytes() for s in (KEY, PASSWORD))
     )
     assert leaks == []
