@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from test_pipeline import TINY, config
@@ -17,6 +18,7 @@ from test_resume import synthetic_images
 from drvae.callbacks import TrainingDiverged
 from drvae.models.checkpoints import CheckpointError, read_checkpoint
 from drvae.models.vae import ConditionalVAE
+from drvae.pipeline import training, vae_stage
 from drvae.pipeline.run import run
 
 DRVAE = Path(__file__).parents[1] / "drvae"
@@ -107,3 +109,42 @@ def test_a_pickle_that_runs_code_is_refused_and_never_executed(tmp_path: Path) -
     with pytest.raises(CheckpointError, match=re.escape(str(path))):
         read_checkpoint(path)
     assert not marker.exists()
+
+
+class Stop(Exception):
+    """Raised by `StopAt`: a job that dies at the start of an epoch."""
+
+
+class StopAt(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise Stop
+
+
+def test_an_unreadable_resume_checkpoint_means_a_fresh_start(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The job dies after two epochs and its `last.ckpt` is then damaged: the relaunch says
+    so, trains from the start, and still reaches the uninterrupted run's results."""
+    overrides = ("stages=[vae]", "trainer.max_epochs=3")
+    whole = run(config(tmp_path / "whole", tmp_path / "run0", *overrides))
+    make_trainer = training.make_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            vae_stage,
+            "make_trainer",
+            lambda *args, **kwargs: make_trainer(*args[:4], [*args[4], StopAt(2)], **kwargs),
+        )
+        with pytest.raises(Stop):
+            run(config(tmp_path / "cache", tmp_path / "run1", *overrides))
+    (last,) = (tmp_path / "cache").glob("vae/*.partial/vae/last.ckpt")
+    last.write_bytes(last.read_bytes()[:4096])
+    (last.parent / "best-epoch=1.ckpt").write_bytes(b"half-written")  # e.g. on a full disk
+    again = run(config(tmp_path / "cache", tmp_path / "run2", *overrides))
+    assert f"{last} is unreadable" in capsys.readouterr().err
+    assert again["stages"]["vae"]["resumed_after_epochs"] is None
+    assert again["stages"]["vae"]["best_epoch"] == whole["stages"]["vae"]["best_epoch"]
+    assert again["stages"]["vae"]["metrics"] == whole["stages"]["vae"]["metrics"]

@@ -115,7 +115,7 @@ def loaders() -> tuple[DataLoader, DataLoader]:
 def fit_with_grid(tmp_path: Path, num_classes: int = 5, **options) -> tuple[VAEImageGrid, Path]:
     torch.manual_seed(0)
     vae = ConditionalVAE(image_size=SIZE, depth=2, width=4, latent_dim=4, num_classes=num_classes)
-    callback = VAEImageGrid(per_grade=3, n_reconstructions=4, **options)
+    callback = VAEImageGrid(per_grade=3, **{"n_reconstructions": 4, **options})
     logger = CSVLogger(tmp_path)
     trainer = trainer_with(logger, tmp_path, max_epochs=2, callbacks=[callback])
     assert trainer.num_sanity_val_steps > 0  # the sanity check runs, and must log nothing
@@ -150,6 +150,15 @@ def test_image_grid_each_epoch(tmp_path: Path, num_classes: int, rows: int) -> N
     for i in range(4):
         top = recon[2 : 2 + SIZE, 2 + i * cell : 2 + i * cell + SIZE]
         assert np.array_equal(top, originals[i].permute(1, 2, 0).numpy())
+
+
+def test_no_real_image_is_logged_with_zero_reconstructions(tmp_path: Path) -> None:
+    """`vae.images.n_reconstructions=0` (privacy: logs synced to W&B hold no patient image)."""
+    _, images = fit_with_grid(tmp_path, n_reconstructions=0)
+    assert sorted(p.name for p in images.iterdir()) == [
+        "vae_samples_epoch000.png",
+        "vae_samples_epoch001.png",
+    ]
 
 
 def test_image_grid_every_second_epoch(tmp_path: Path) -> None:

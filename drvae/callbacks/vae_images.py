@@ -54,7 +54,7 @@ class VAEImageGrid(L.Callback):
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if batch_idx == 0 and self._due(trainer):
+        if batch_idx == 0 and self.n_reconstructions > 0 and self._due(trainer):
             images, grades = batch
             self._batch = (images[: self.n_reconstructions], grades[: self.n_reconstructions])
 

@@ -9,6 +9,8 @@ this module again, and should not pay for them.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -18,6 +20,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from drvae.secrets import redact, redact_hydra_files
+
+
+def disk_hint(folder: str) -> str:
+    """What to say about the disk holding `folder` when a write failed."""
+    try:
+        free = shutil.disk_usage(Path(folder).expanduser().parent).free
+    except OSError:
+        return ""
+    full = f"; the disk holding {folder} has {free / 2**20:.0f} MiB free" if free < 2**30 else ""
+    return f"{full}. Nothing half-written was kept (HYDRA_FULL_ERROR=1 shows the trace)"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://drvae.conf", config_name="config")
@@ -33,6 +45,11 @@ def main(cfg: DictConfig) -> None:
         run(cfg)
     except USER_ERRORS as error:
         print(f"drvae: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:  # a full disk, a permission, a vanished file: one clear line
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"drvae: error: {error}{disk_hint(cfg.paths.cache_dir)}", file=sys.stderr)
         sys.exit(2)
     finally:
         if "wandb" in sys.modules:  # one W&B run per job, closed even when the job fails

@@ -119,14 +119,20 @@ def best_checkpoint(folder: Path, monitor: str) -> BestCheckpoint:
 
 def resume_point(best: BestCheckpoint) -> tuple[Path | None, dict[str, int]]:
     """The `last.ckpt` an interrupted fit left in `best`'s folder, and the epochs and steps
-    it had done; (None, zeros) when there is none or it cannot be read (a fresh start)."""
-    last, done = Path(best.dirpath) / LAST, {"epochs": 0, "steps": 0}
-    if not last.is_file():
-        return None, done
+    it had done; (None, zeros) when there is none or it cannot be read, after removing any
+    other checkpoint there (a fresh start trusts nothing a failed fit wrote)."""
+    folder = Path(best.dirpath)
+    last, done = folder / LAST, {"epochs": 0, "steps": 0}
     try:
         checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        checkpoint = None
     except Exception as error:  # torch raises several types for a damaged file
         print(f"drvae: {last} is unreadable ({error}); training from the start", file=sys.stderr)
+        checkpoint = None
+    if checkpoint is None:
+        for stale in folder.glob("*.ckpt"):
+            stale.unlink()
         return None, done
     # Saved at the end of the epoch, after its validation.
     done = {"epochs": checkpoint["epoch"] + 1, "steps": checkpoint["global_step"]}
