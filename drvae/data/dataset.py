@@ -162,6 +162,8 @@ class FundusDataModule(L.LightningDataModule):
     def train_dataset(self, epoch: int = 0) -> Dataset:
         """Real training images, plus the plan's oversampled and synthetic ones, augmented."""
         indices = self.indices("train")
+        if self.plan is not None and not any(self.plan.real.values()):
+            indices = indices[:0]  # a synthetic-only plan (`RebalancePlan.synthetic_only`)
         if self.plan is not None:
             grades = self.cache_grades[indices]
             extra = oversample_indices(indices, grades, self.plan.oversampled, self.seed)

@@ -148,6 +148,12 @@ class RebalancePlan:
         weights = balanced_weights(total) if "class_weight" in methods else None
         return cls(methods, real, synthetic, oversampled, weights)
 
+    @classmethod
+    def synthetic_only(cls, counts: Mapping[int, int]) -> RebalancePlan:
+        """Training on synthetic images alone (the audit's train-synthetic/test-real)."""
+        none = dict.fromkeys(GRADES, 0)
+        return cls(("synthetic",), none, {g: int(counts.get(g, 0)) for g in GRADES}, none, None)
+
     @property
     def total(self) -> dict[int, int]:
         return {g: self.real[g] + self.synthetic[g] + self.oversampled[g] for g in GRADES}

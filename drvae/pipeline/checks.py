@@ -17,7 +17,7 @@ from drvae.pipeline.generate_stage import generate_device, per_grade_counts
 from drvae.pipeline.store import plain
 from drvae.pipeline.vae_stage import build_vae
 
-STAGES = ("vae", "generate", "classifier")  # in the order they run
+STAGES = ("vae", "generate", "classifier", "audit")  # in the order they run
 SYNTHETIC_SOURCES = ("generated", "online")
 
 
@@ -99,6 +99,17 @@ def _check_classifier(cfg: DictConfig) -> None:
         raise ConfigError(f"classifier.batch_size must be > 0, got {cfg.classifier.batch_size}")
 
 
+def _check_audit(cfg: DictConfig) -> None:
+    a = cfg.audit
+    for key in ("per_grade", "bootstrap", "nearest_k", "kid_subset_size", "kid_subsets"):
+        if not isinstance(a[key], int) or a[key] < 1:
+            raise ConfigError(f"audit.{key} must be a positive integer, got {a[key]!r}")
+    if a.synthetic and not Path(a.synthetic, "manifest.json").is_file():
+        raise ConfigError(
+            f"audit.synthetic: {a.synthetic} is not a finished synthetic set (no manifest.json)"
+        )
+
+
 def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
     """Validate what the chosen stages will use. Returns the stages in running order, and
     the user's checkpoints for generate (grade -> path), if `generate.checkpoint` names any."""
@@ -111,6 +122,8 @@ def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
             raise ConfigError(f"vae.model: {error}") from None
     if "generate" in stages or "classifier" in stages:
         _check_generate(cfg)
-    if "classifier" in stages:
+    if "classifier" in stages or "audit" in stages:
         _check_classifier(cfg)
+    if "audit" in stages:
+        _check_audit(cfg)
     return stages, user_checkpoints(cfg)

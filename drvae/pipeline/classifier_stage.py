@@ -87,19 +87,22 @@ def _datamodule(
 
 
 def _train_and_test(
-    cfg: DictConfig, dm: FundusDataModule, model: GradeClassifier, scratch: Path, log_root: Path
+    cfg: DictConfig,
+    dm: FundusDataModule,
+    model: GradeClassifier,
+    scratch: Path,
+    log_root: Path,
+    label: str,
 ) -> tuple[Path, dict[str, Any]]:
     best = best_checkpoint(scratch, cfg.classifier.monitor)
     confusion = ConfusionMatrixLogger()
     # The training loader is rebuilt each epoch (make_trainer): online synthetic images
     # are drawn anew then.
-    trainer = make_trainer(
-        cfg, "classifier", "classifier", log_root / "classifier", [best, confusion]
-    )
+    trainer = make_trainer(cfg, "classifier", label, log_root / label, [best, confusion])
     n_train = sum(dm.plan.total.values())
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
     best_model = load_classifier(checkpoint)
-    scorer = evaluator(cfg, "classifier", "classifier", trainer, [confusion])
+    scorer = evaluator(cfg, "classifier", label, trainer, [confusion])
     tested = scorer.test(best_model, datamodule=dm, verbose=False)[0]
     validated = scorer.validate(best_model, datamodule=dm, verbose=False)[0]
     info = {
@@ -120,9 +123,11 @@ def run_classifier_stage(
     synthetic_key: str | None,
     store: StageStore,
     log_root: Path,
+    label: str = "classifier",
 ) -> StageResult:
-    """Train (or reuse) the classifier for this data, rebalancing, config and seed.
-    `synthetic()` supplies the synthetic images; it is called only when the stage is built."""
+    """Train (or reuse) the classifier for this data, rebalancing, config and seed, logging
+    as `label`. `synthetic()` supplies the synthetic images; it is called only when the stage
+    is built."""
 
     key = classifier_key(cfg, data, plan, synthetic_key)
 
@@ -131,7 +136,7 @@ def run_classifier_stage(
         model = build_classifier(cfg, data.image_size, plan.class_weights)
         dm = _datamodule(cfg, data, plan, synthetic() if synthetic else None)
         checkpoint, info = _train_and_test(
-            cfg, dm, model, store.scratch("classifier", key), log_root
+            cfg, dm, model, store.scratch("classifier", key), log_root, label
         )
         shutil.copyfile(checkpoint, tmp / "classifier.ckpt")
         return info

@@ -56,5 +56,12 @@ def main(cfg: DictConfig) -> None:
             sys.modules["wandb"].finish()
 
 
+def audit() -> None:
+    """`drvae-audit audit.synthetic=SET data=... data.root=...`: the audit stage alone, for
+    an existing synthetic set (its manifest names the VAE checkpoints it came from)."""
+    sys.argv.insert(1, "stages=[audit]")
+    main()
+
+
 if __name__ == "__main__":
     main()

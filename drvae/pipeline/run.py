@@ -17,13 +17,15 @@ from drvae.callbacks.safeguards import TrainingDiverged
 from drvae.data.dataset import SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.data.records import NUM_GRADES, DataError
+from drvae.data.synthetic import read_manifest
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError
+from drvae.pipeline.audit_stage import run_audit_stage
 from drvae.pipeline.checks import check_config
 from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
-from drvae.pipeline.store import StageResult, StageStore, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
 from drvae.secrets import redact
@@ -62,6 +64,7 @@ class Run:
         self.stages, self.user_vaes = check_config(cfg)
         self.store = StageStore(cfg.paths.cache_dir)
         self.results: dict[str, Any] = {"stages": {}}
+        self.generated: StageResult | None = None
 
     def record(self, stage: str, summary: dict[str, Any]) -> None:
         self.results["stages"][stage] = summary
@@ -98,7 +101,46 @@ class Run:
         g = self.cfg.generate
         generated = run_generate_stage(g, counts_to_generate(g, needed), checkpoints, self.store)
         self.record("generate", generated.summary())
+        self.generated = generated
         return generated
+
+    def audit_set(self, data: PreparedData) -> tuple[Path, str, dict[int, Path]]:
+        """The synthetic set to audit (`audit.synthetic`, this run's set, or one generated
+        for the audit), a key over it, and the VAE checkpoints it came from."""
+        if self.cfg.audit.synthetic:
+            folder = Path(self.cfg.audit.synthetic)
+            manifest = read_manifest(folder)
+            written = {int(g): Path(p) for g, p in manifest.get("checkpoints", {}).items()}
+            return folder, config_key("set", manifest), self.user_vaes or written
+        checkpoints = self.vaes(data)
+        if self.generated is None:
+            train = data.per_grade()["train"]
+            self.generate(checkpoints, {g: self.cfg.audit.per_grade for g in train if train[g]})
+        return self.generated.path, self.generated.key, checkpoints
+
+    def audit(self, data: PreparedData) -> None:
+        """Stage audit: the set's fidelity, diversity and privacy (drvae.pipeline.audit_stage)."""
+        folder, set_key, checkpoints = self.audit_set(data)
+        available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
+        counts = {g: min(n, self.cfg.audit.per_grade) for g, n in available.items()}
+        images = read_synthetic_images(folder, counts, data.image_size)
+        none = RebalancePlan.make(["none"], 0, "added", data.per_grade()["train"])
+        logs, store = self.out / "logs", self.store
+        reference = run_classifier_stage(
+            self.cfg, data, none, None, None, store, logs, "audit_reference"
+        )
+        tstr = None
+        if self.cfg.audit.tstr:
+            plan = RebalancePlan.synthetic_only(counts)
+            tstr_key = config_key("tstr", set_key, counts)
+            tstr = run_classifier_stage(
+                self.cfg, data, plan, lambda: images, tstr_key, store, logs, "audit_tstr"
+            )
+        synthetic = (images.images, images.grades, config_key(set_key, counts))
+        audited = run_audit_stage(self.cfg, data, synthetic, checkpoints, reference, tstr, store)
+        summary = audited.summary()
+        self.record("audit", {k: summary[k] for k in ("key", "path", "reused", "seconds")})
+        self.results["audit"] = audited.info
 
     def synthetic(
         self, data: PreparedData, plan: RebalancePlan | None
@@ -148,6 +190,8 @@ class Run:
                 "class_weights": plan.class_weights,
                 "synthetic_source": self.cfg.rebalance.synthetic_source,
             }
+        if "audit" in self.stages:
+            self.audit(data)
         self.results.update(
             seconds=round(time.perf_counter() - start, 3),
             overrides=redact(command_overrides()),

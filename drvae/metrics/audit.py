@@ -1,0 +1,291 @@
+"""Synthetic-image audit metrics: fidelity, diversity, memorisation, latent use, grade fidelity.
+
+Pure functions on tensors (features (N, D), distances (N,)) or uint8 images (N, S, S, 3).
+Fréchet and kernel distances go through torchmetrics with an identity "feature extractor",
+so any features (the grading classifier's, raw pixels) can be compared.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics.classification import MulticlassCohenKappa
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_recall
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+# from the modules: torchmetrics.image exports these only with torch-fidelity (Inception) installed
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from drvae.models.classifier import GradeClassifier
+from drvae.models.vae import LatentMoments, to_unit
+from drvae.models.vae_loss import gaussian_kl
+
+Statistic = Callable[[Tensor, Tensor], float]
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, fine -> coarse
+MS_SSIM_KERNEL = 11
+
+
+# ------------------------------------------------------------------ classifier outputs
+@torch.no_grad()
+def classifier_outputs(
+    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
+) -> tuple[Tensor, Tensor]:
+    """Penultimate features (N, D) and grade probabilities (N, K) of uint8 (N, S, S, 3) images,
+    in one eval-mode pass through the classifier's own forward (its scaling and normalisation)."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected images (N, S, S, 3), got {images.shape}")
+    features: list[Tensor] = []
+    # The head's input is timm's forward_head(x, pre_logits=True) (dropout is off in eval).
+    hook = model.net.get_classifier().register_forward_hook(
+        lambda _module, args, _out: features.append(args[0].flatten(1).float().cpu())
+    )
+    probabilities, was_training = [], model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            logits = model(batch.permute(0, 3, 1, 2).to(model.device))  # (B, 3, S, S) uint8 in
+            probabilities.append(logits.float().softmax(dim=1).cpu())
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(features), torch.cat(probabilities)
+
+
+def classifier_features(
+    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
+) -> Tensor:
+    """(N, D) pre-logits features of the grading classifier: the space FD, KID and PRDC use."""
+    return classifier_outputs(model, images, batch_size)[0]
+
+
+def classifier_probabilities(
+    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
+) -> Tensor:
+    """(N, K) softmax grade probabilities."""
+    return classifier_outputs(model, images, batch_size)[1]
+
+
+# ------------------------------------------------------------------ distribution distances
+class _Precomputed(torch.nn.Module):
+    """Identity "feature extractor": torchmetrics reads the feature size from `num_features`."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features
+
+
+def frechet_distance(real: Tensor, fake: Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID's formula)."""
+    metric = FrechetInceptionDistance(feature=_Precomputed(real.shape[1])).to(real.device)
+    metric.update(real.double(), real=True)  # float64 in: the result keeps the input's dtype
+    metric.update(fake.double().to(real.device), real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(
+    real: Tensor, fake: Tensor, subset_size: int = 1000, subsets: int = 100, seed: int = 0
+) -> tuple[float, float]:
+    """KID (unbiased MMD^2, cubic polynomial kernel): mean and std over random subsets.
+
+    `subset_size` is clipped to min(N, M), so it is safe at small sample sizes.
+    """
+    size = min(subset_size, len(real), len(fake))
+    with warnings.catch_warnings():  # "will save all extracted features": that is the point
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(
+            feature=_Precomputed(real.shape[1]), subsets=subsets, subset_size=size
+        )
+    metric.update(real.double(), real=True)
+    metric.update(fake.double().to(real.device), real=False)
+    with torch.random.fork_rng(devices=[]):  # subsets come from the global CPU generator
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def _distance_chunks(a: Tensor, b: Tensor, chunk_size: int) -> Iterator[tuple[int, Tensor]]:
+    """Rows of the (N, M) Euclidean distance matrix, `chunk_size` rows at a time."""
+    for start in range(0, len(a), chunk_size):
+        yield start, torch.cdist(a[start : start + chunk_size], b)  # (c, M)
+
+
+def _kth_neighbour_distance(x: Tensor, k: int, chunk_size: int) -> Tensor:
+    """(N,) distance of each point to its k-th nearest other point of the same set."""
+    chunks = _distance_chunks(x, x, chunk_size)  # each row's smallest distance is to itself
+    return torch.cat([d.topk(k + 1, dim=1, largest=False).values[:, k] for _, d in chunks])
+
+
+def prdc(
+    real: Tensor, fake: Tensor, nearest_k: int = 5, chunk_size: int = 1024
+) -> dict[str, float]:
+    """Precision, recall, density and coverage (Naeem et al. 2020, "Reliable Fidelity and
+    Diversity Metrics for Generative Models"), with k-NN balls around each sample."""
+    fake = fake.to(real.device)
+    real_radius = _kth_neighbour_distance(real, nearest_k, chunk_size)  # (N,)
+    fake_radius = _kth_neighbour_distance(fake, nearest_k, chunk_size)  # (M,)
+    balls_per_fake = torch.zeros(len(fake), device=real.device)  # real balls holding each fake
+    recalled, covered = [], []
+    for start, d in _distance_chunks(real, fake, chunk_size):  # (c, M)
+        in_real_ball = d < real_radius[start : start + len(d), None]
+        balls_per_fake += in_real_ball.sum(dim=0)
+        covered.append(in_real_ball.any(dim=1))  # its nearest fake lies inside its ball
+        recalled.append((d < fake_radius[None]).any(dim=1))
+    return {
+        "precision": float((balls_per_fake > 0).float().mean()),
+        "recall": float(torch.cat(recalled).float().mean()),
+        "density": float(balls_per_fake.mean() / nearest_k),
+        "coverage": float(torch.cat(covered).float().mean()),
+    }
+
+
+def subset_statistics(
+    statistics: dict[str, Statistic],
+    reference: Tensor,
+    sample: Tensor,
+    size: int,
+    draws: int = 100,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """Each statistic of (reference, `size` rows of sample drawn without replacement) over
+    `draws` draws: median and percentile interval. Set distances depend on the sample size
+    and are biased by the repeated points of a with-replacement bootstrap (the full-set value
+    then often lies outside its own interval), so every comparison is made at one fixed size
+    from distinct images: a synthetic set and a held-out real set compare fairly."""
+    if not 2 <= size <= len(sample):
+        raise ValueError(f"subset size {size} must lie in 2..{len(sample)}")
+    generator = torch.Generator().manual_seed(seed)
+    values: dict[str, list[float]] = {name: [] for name in statistics}
+    for _ in range(draws):
+        rows = torch.randperm(len(sample), generator=generator)[:size].to(sample.device)
+        for name, statistic in statistics.items():
+            values[name].append(statistic(reference, sample[rows]))
+    tail = 50 * (1 - level)
+    out = {}
+    for name, drawn in values.items():
+        low, median, high = np.percentile(drawn, [tail, 50, 100 - tail])
+        out[name] = {"median": float(median), "low": float(low), "high": float(high)}
+    return out
+
+
+# ------------------------------------------------------------------ diversity
+def ms_ssim_settings(size: int) -> tuple[tuple[float, ...], int]:
+    """Betas and Gaussian kernel size for MS-SSIM on S-px images: the standard betas of the
+    scales whose coarsest stays >= 16 px (as at 256 px with 5 scales), renormalised to sum
+    to 1, and the 11-px kernel, smaller only below 16 px. 32 px: 2 scales; 64 px: 3."""
+    scales = min(len(MS_SSIM_BETAS), max(1, int(math.log2(size / 16)) + 1))
+    betas = MS_SSIM_BETAS[:scales]
+    coarsest = size >> (scales - 1)
+    kernel = min(MS_SSIM_KERNEL, coarsest - 1 - (coarsest % 2))  # odd, < the coarsest size
+    return tuple(b / sum(betas) for b in betas), kernel
+
+
+def _sample_pairs(n: int, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `max_pairs` distinct pairs (i, j), i < j, drawn without replacement."""
+    total = n * (n - 1) // 2
+    k = np.random.default_rng(seed).choice(total, size=min(max_pairs, total), replace=False)
+    starts = np.arange(n) * n - np.arange(n) * (np.arange(n) + 1) // 2  # row i's first index
+    i = np.searchsorted(starts, k, side="right") - 1
+    return i, k - starts[i] + i + 1
+
+
+def mean_pairwise_ms_ssim(
+    images: np.ndarray, max_pairs: int = 1000, seed: int = 0, batch_size: int = 256
+) -> float:
+    """Mean MS-SSIM over random pairs of uint8 (N, S, S, 3) images: within-set similarity
+    (higher = less diverse; a collapsed generator approaches 1). Settings: `ms_ssim_settings`."""
+    if len(images) < 2:
+        raise ValueError(f"need at least 2 images, got {len(images)}")
+    betas, kernel = ms_ssim_settings(images.shape[1])
+    first, second = _sample_pairs(len(images), max_pairs, seed)
+    scores = []
+    for start in range(0, len(first), batch_size):
+        i, j = (idx[start : start + batch_size] for idx in (first, second))
+        a, b = (to_unit(torch.from_numpy(images[idx]).permute(0, 3, 1, 2)) for idx in (i, j))
+        scores.append(
+            multiscale_structural_similarity_index_measure(
+                a, b, kernel_size=kernel, betas=betas, data_range=1.0, reduction="none"
+            )
+        )
+    return float(torch.cat(scores).mean())
+
+
+# ------------------------------------------------------------------ memorisation
+def nearest_neighbours(
+    queries: Tensor, reference: Tensor, chunk_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """Euclidean distance (N,) and index (N,) of each query's nearest reference row, exact and
+    chunked over the queries (memory ~ chunk_size x M besides the inputs)."""
+    reference = reference.to(queries.device)
+    indices = torch.cat(
+        [d.argmin(dim=1) for _, d in _distance_chunks(queries, reference, chunk_size)]
+    )
+    # cdist's matrix-product form leaves ~0.05 on an exact 64x64x3 copy: recompute by difference
+    distances = torch.cat(
+        [
+            (queries[s : s + chunk_size] - reference[indices[s : s + chunk_size]]).norm(dim=1)
+            for s in range(0, len(queries), chunk_size)
+        ]
+    )
+    return distances, indices
+
+
+def memorisation(synthetic_to_train: Tensor, heldout_to_train: Tensor) -> dict[str, float]:
+    """Share of synthetic images closer to a training image than the 1st / 5th percentile of
+    held-out real images' distances: well above 0.01 / 0.05 suggests copies."""
+    heldout, synthetic = heldout_to_train.double(), synthetic_to_train.double()
+    p1, p5 = torch.quantile(heldout, torch.tensor([0.01, 0.05], dtype=torch.float64))
+    return {
+        "heldout_p1": float(p1),
+        "heldout_p5": float(p5),
+        "share_below_p1": float((synthetic < p1).double().mean()),
+        "share_below_p5": float((synthetic < p5).double().mean()),
+        "synthetic_median": float(synthetic.median()),
+        "heldout_median": float(heldout.median()),
+    }
+
+
+# ------------------------------------------------------------------ latent use
+def kl_per_dimension(mu: Tensor, logvar: Tensor) -> Tensor:
+    """(Z,) mean KL(q(z_u | x) || N(0, 1)) per latent unit over N images, in nats."""
+    return gaussian_kl(mu, logvar).mean(dim=0)
+
+
+def active_units(mu: Tensor, threshold: float) -> int:
+    """Latent units with Var_x(E[z_u | x]) > threshold, as the VAE's `val/active_units`."""
+    moments = LatentMoments()
+    moments.update(mu)
+    variance = moments.variance()
+    if variance is None:
+        raise ValueError(f"need at least 2 posterior means, got {len(mu)}")
+    return int((variance > threshold).sum())
+
+
+# ------------------------------------------------------------------ grade fidelity
+def class_consistency(requested: Tensor, probabilities: Tensor) -> dict[str, float]:
+    """How well the classifier recognises the requested grade of synthetic images: accuracy
+    overall and per grade present, quadratic weighted kappa, and mean probability of the
+    requested grade per grade present."""
+    k = probabilities.shape[1]
+    requested = requested.long()
+    kappa = MulticlassCohenKappa(k, weights="quadratic").to(probabilities.device)
+    result = {
+        "accuracy": float(multiclass_accuracy(probabilities, requested, k, average="micro")),
+        "qwk": float(kappa(probabilities, requested)),
+    }
+    recall = multiclass_recall(probabilities, requested, k, average="none")  # (K,)
+    p_requested = probabilities.gather(1, requested[:, None]).squeeze(1)  # (N,)
+    for g in requested.unique().tolist():  # absent grades omitted: no NaN
+        result[f"accuracy_grade{g}"] = float(recall[g])
+        result[f"probability_grade{g}"] = float(p_requested[requested == g].mean())
+    return result
