@@ -14,6 +14,7 @@ import pytest
 from test_pipeline import TINY, config
 
 from drvae.data.synthetic import write_synthetic_set
+from drvae.errors import ConfigError
 from drvae.pipeline.run import run
 
 AUDIT = ("audit.per_grade=6", "audit.bootstrap=20", "audit.kid_subsets=5")
@@ -94,3 +95,34 @@ def test_wrong_grades_lower_the_class_consistency(audited, tmp_path: Path) -> No
     right, wrong = consistency[0], consistency[2]
     assert wrong["class_consistency_accuracy"] < right["class_consistency_accuracy"]
     assert wrong["class_consistency_qwk"] <= right["class_consistency_qwk"]
+
+
+def test_accepted_keeps_the_first_confident_images_of_each_grade() -> None:
+    from drvae.data.dataset import FixedSynthetic
+    from drvae.pipeline.confidence import accepted
+
+    images = np.arange(8)[:, None, None, None] * np.ones((8, 2, 2, 3), np.uint8)  # image i = i
+    grades = np.array([0, 0, 0, 0, 4, 4, 4, 4])
+    p = np.array([0.9, 0.1, 0.8, 0.95, 0.2, 0.7, 0.3, 0.9])
+    chosen, stats = accepted(FixedSynthetic(images, grades), p, {0: 2, 4: 3}, threshold=0.5)
+    assert chosen.images[:, 0, 0, 0].tolist() == [0, 2, 5, 7]  # grade 4 is one short
+    assert stats == {
+        0: {"generated": 4, "accepted": 3, "needed": 2},
+        4: {"generated": 4, "accepted": 2, "needed": 3},
+    }
+
+
+def test_confidence_filtering_trains_on_confident_images_only(audited, tmp_path: Path) -> None:
+    """rebalance.min_confidence: every synthetic training image passes the real-trained
+    classifier's threshold; an unreachable threshold is refused, naming the key."""
+    _, cache = audited
+    low = run(
+        config(cache, tmp_path / "low", "rebalance.per_grade=6", "rebalance.min_confidence=0.1")
+    )
+    stats = low["rebalance"]["confidence_filter"]["per_grade"]
+    assert low["counts"]["train_synthetic"] == dict.fromkeys(range(5), 6)
+    assert all(s["accepted"] >= s["needed"] == 6 for s in stats.values())
+    assert low["stages"]["generate"]["n_images"] >= 60  # candidates: at least twice the need
+    with pytest.raises(ConfigError, match=r"rebalance.min_confidence=0.999: after generating 2x"):
+        run(config(cache, tmp_path / "high", "rebalance.per_grade=6",
+                   "rebalance.min_confidence=0.999", "rebalance.max_generated=2"))  # fmt: skip

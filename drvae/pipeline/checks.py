@@ -68,6 +68,15 @@ def _check_generate(cfg: DictConfig) -> None:
         raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
 
 
+def _check_confidence(r: DictConfig) -> None:
+    if not 0 < r.min_confidence <= 1:
+        raise ConfigError(f"rebalance.min_confidence: expected 0 < p <= 1, got {r.min_confidence}")
+    if r.synthetic_source == "online":
+        raise ConfigError("rebalance.min_confidence filters a written set, not online images")
+    if not isinstance(r.max_generated, int) or r.max_generated < 2:
+        raise ConfigError(f"rebalance.max_generated: expected an int >= 2, got {r.max_generated!r}")
+
+
 def _check_rebalance(cfg: DictConfig, stages: list[str]) -> None:
     """The rebalancing config's form; counts against real data are checked once it is read."""
     r = cfg.rebalance
@@ -83,6 +92,17 @@ def _check_rebalance(cfg: DictConfig, stages: list[str]) -> None:
             f"rebalance.synthetic_source: expected one of {SYNTHETIC_SOURCES}, "
             f"got {r.synthetic_source!r}"
         )
+    if r.get("min_confidence") is not None:
+        if not 0 < r.min_confidence <= 1:
+            raise ConfigError(
+                f"rebalance.min_confidence: expected 0 < p <= 1, got {r.min_confidence}"
+            )
+        if r.synthetic_source == "online":
+            raise ConfigError("rebalance.min_confidence filters a written set, not online images")
+        if not isinstance(r.max_generated, int) or r.max_generated < 2:
+            raise ConfigError(
+                f"rebalance.max_generated: expected an int >= 2, got {r.max_generated!r}"
+            )
     per_grade = plain(r.per_grade)
     if per_grade not in IMBLEARN_STRATEGIES:  # its form; real counts are checked later
         added_per_grade(per_grade, dict.fromkeys(range(NUM_GRADES), 0), r.count_as)

@@ -23,6 +23,7 @@ from drvae.models.checkpoints import CheckpointError
 from drvae.pipeline.audit_stage import run_audit_stage
 from drvae.pipeline.checks import check_config
 from drvae.pipeline.classifier_stage import run_classifier_stage
+from drvae.pipeline.confidence import confident_synthetic
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
@@ -65,6 +66,7 @@ class Run:
         self.store = StageStore(cfg.paths.cache_dir)
         self.results: dict[str, Any] = {"stages": {}}
         self.generated: StageResult | None = None
+        self.confidence: dict[str, Any] | None = None  # what the confidence filter did
 
     def record(self, stage: str, summary: dict[str, Any]) -> None:
         self.results["stages"][stage] = summary
@@ -124,11 +126,7 @@ class Run:
         available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
         counts = {g: min(n, self.cfg.audit.per_grade) for g, n in available.items()}
         images = read_synthetic_images(folder, counts, data.image_size)
-        none = RebalancePlan.make(["none"], 0, "added", data.per_grade()["train"])
-        logs, store = self.out / "logs", self.store
-        reference = run_classifier_stage(
-            self.cfg, data, none, None, None, store, logs, "audit_reference"
-        )
+        logs, store, reference = self.out / "logs", self.store, self.reference(data)
         tstr = None
         if self.cfg.audit.tstr:
             plan = RebalancePlan.synthetic_only(counts)
@@ -164,9 +162,24 @@ class Run:
                 DecoderSynthetic, checkpoints, needed, g.temperature, g.seed, g.batch_size
             )
             return source, "online:" + generate_key(checkpoints, needed, g)[0]
+        if self.cfg.rebalance.min_confidence is not None:
+            chosen, key, generated, self.confidence = confident_synthetic(
+                self.cfg, data.image_size, checkpoints, needed, self.reference(data), self.store
+            )
+            self.record("generate", generated.summary())
+            return (lambda: chosen), key
         generated = self.generate(checkpoints, needed)
         source = partial(read_synthetic_images, generated.path, needed, data.image_size)
         return source, generated.key
+
+    def reference(self, data: PreparedData) -> StageResult:
+        """The grading classifier trained on real images only (rebalance none): the audit's
+        judge and the confidence filter's; one training shared with rebalance=none runs."""
+        none = RebalancePlan.make(["none"], 0, "added", data.per_grade()["train"])
+        logs = self.out / "logs"
+        return run_classifier_stage(
+            self.cfg, data, none, None, None, self.store, logs, "audit_reference"
+        )
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
@@ -189,6 +202,7 @@ class Run:
                 "methods": list(plan.methods) or ["none"],
                 "class_weights": plan.class_weights,
                 "synthetic_source": self.cfg.rebalance.synthetic_source,
+                "confidence_filter": self.confidence,
             }
         if "audit" in self.stages:
             self.audit(data)
