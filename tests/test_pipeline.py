@@ -336,6 +336,7 @@ def test_no_rebalancing_skips_the_vae(cache_dir: Path, tmp_path: Path) -> None:
         "methods": ["none"],
         "class_weights": None,
         "synthetic_source": "generated",
+        "confidence_filter": None,
     }
 
 
