@@ -1,6 +1,6 @@
 """Copy a run's audit (audit.json and its plots) into this folder, under `NAME/`.
 
-    python experiments/synthetic_audit/collect.py runs/audit_simulated simulated
+python experiments/synthetic_audit/collect.py runs/audit_simulated simulated
 """
 
 from __future__ import annotations
