@@ -81,6 +81,7 @@ def test_drvae_audit_flags_copies_of_training_images(audited, tmp_path: Path) ->
     memorised = audit["memorisation"]
     assert memorised["share_below_p1"] == 1.0 and memorised["synthetic_median"] == 0.0
     assert memorised["heldout_median"] > 0
+    assert audit["memorisation_features"]["share_below_p1"] == 1.0  # copies in features too
     assert audit["tstr_ratio"] is None
 
 

@@ -80,6 +80,9 @@ class Run:
         """Grade -> VAE checkpoint: the user's, this run's vae stage, or a stored one."""
         if self.user_vaes is not None:
             return self.user_vaes
+        trained = self.results["stages"].get("vae", {})
+        if "checkpoints" in trained:  # asked again (the audit after generate)
+            return _vae_checkpoints(trained["checkpoints"])
         if "vae" in self.stages:
             vae = run_vae_stage(self.cfg, data, self.store, self.out / "logs")
             self.record("vae", vae.summary())
@@ -127,6 +130,7 @@ class Run:
         counts = {g: min(n, self.cfg.audit.per_grade) for g, n in available.items()}
         images = read_synthetic_images(folder, counts, data.image_size)
         logs, store, reference = self.out / "logs", self.store, self.reference(data)
+        self.record("audit_reference", reference.summary())
         tstr = None
         if self.cfg.audit.tstr:
             plan = RebalancePlan.synthetic_only(counts)
@@ -134,6 +138,7 @@ class Run:
             tstr = run_classifier_stage(
                 self.cfg, data, plan, lambda: images, tstr_key, store, logs, "audit_tstr"
             )
+            self.record("audit_tstr", tstr.summary())
         synthetic = (images.images, images.grades, config_key(set_key, counts))
         audited = run_audit_stage(self.cfg, data, synthetic, checkpoints, reference, tstr, store)
         summary = audited.summary()
