@@ -127,3 +127,21 @@ def test_confidence_filtering_trains_on_confident_images_only(audited, tmp_path:
     with pytest.raises(ConfigError, match=r"rebalance.min_confidence=0.999: after generating 2x"):
         run(config(cache, tmp_path / "high", "rebalance.per_grade=6",
                    "rebalance.min_confidence=0.999", "rebalance.max_generated=2"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("audit.synthetic=/nonexistent", "audit.synthetic: /nonexistent is not a finished"),
+        ("audit.per_grade=0", "audit.per_grade must be a positive integer"),
+        ("rebalance.min_confidence=1.5", "rebalance.min_confidence: expected 0 < p <= 1"),
+        ("rebalance.max_generated=1", "rebalance.max_generated: expected an int >= 2"),
+    ],
+)
+def test_bad_audit_settings_are_refused_before_any_work(tmp_path: Path, override, message):
+    cfg = config(tmp_path / "cache", tmp_path / "run", "stages=[vae,audit]", override)
+    if override.startswith("rebalance"):
+        cfg = config(tmp_path / "cache", tmp_path / "run", "rebalance.min_confidence=0.5", override)
+    with pytest.raises(ConfigError, match=message):
+        run(cfg)
+    assert not (tmp_path / "cache").exists()
