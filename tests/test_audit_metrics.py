@@ -57,6 +57,17 @@ def test_prdc_is_chunk_independent_and_partly_overlapping() -> None:
     assert 0.05 < whole["precision"] < 0.95 and 0.05 < whole["recall"] < 0.95
 
 
+def test_frechet_distance_agrees_with_torchmetrics_fid() -> None:
+    """The symmetric form equals torchmetrics' FID on the same features."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    real, fake = gaussian(300, 16, seed=0), gaussian(200, 16, seed=1) * 1.5 + 0.3
+    fid = FrechetInceptionDistance(feature=audit._Precomputed(16))
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    assert audit.frechet_distance(real, fake) == pytest.approx(float(fid.compute()), rel=1e-6)
+
+
 def test_kernel_distance_clips_subsets_and_is_seeded() -> None:
     real, fake = gaussian(20, seed=0), gaussian(30, seed=1)
     first = audit.kernel_distance(real, fake, subset_size=1000, subsets=10, seed=3)

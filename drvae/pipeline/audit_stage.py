@@ -66,11 +66,10 @@ def _distances(feats: dict[str, Tensor], sets: AuditSets, cfg: DictConfig, grade
     def kid(a: Tensor, b: Tensor) -> float:
         return m.kernel_distance(a, b, cfg.kid_subset_size, cfg.kid_subsets, cfg.seed)[0]
 
-    def prdc(name: str) -> m.Statistic:
-        return lambda a, b: m.prdc(a, b, nearest_k=k)[name]
+    def prdc(a: Tensor, b: Tensor) -> dict[str, float]:
+        return m.prdc(a, b, nearest_k=k)
 
-    stats = {"frechet": m.frechet_distance, "kid": kid}
-    stats |= {name: prdc(name) for name in ("precision", "recall", "density", "coverage")}
+    stats = {"frechet": m.frechet_distance, "kid": kid, "prdc": prdc}
     return {
         "subset_size": size,
         "n_train": len(train),
