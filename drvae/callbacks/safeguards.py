@@ -19,18 +19,18 @@ class StopOnNonFiniteLoss(L.Callback):
     """Raises `TrainingDiverged` before a non-finite loss is back-propagated, so no weight,
     checkpoint or "best" model from after the fault exists."""
 
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
+    def __init__(self, label: str, stage: str) -> None:
+        self.label, self.stage = label, stage  # what is logged; its config group (vae, ...)
 
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
         if not torch.isfinite(loss).all():
             raise TrainingDiverged(
-                f"{self.stage}: the training loss is {loss.item()} at epoch "
+                f"{self.label}: the training loss is {loss.item()} at epoch "
                 f"{trainer.current_epoch}, step {trainer.global_step}; training stopped and "
                 f"nothing after this step was kept. Lower the learning rate, clip gradients "
-                f"(+{self.stage.split('_')[0]}.trainer.gradient_clip_val=1.0) or check the data"
+                f"(+{self.stage}.trainer.gradient_clip_val=1.0) or check the data"
             )
 
 

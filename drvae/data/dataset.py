@@ -69,7 +69,8 @@ def reseed_augment(seed: int, worker_id: int) -> None:
     """DataLoader `worker_init_fn` (with `seed` bound): each worker's albumentations pipeline
     gets its own seed, derived from the loader's (seed, epoch), instead of a copy of the
     main process's."""
-    for part in getattr(get_worker_info().dataset, "datasets", [get_worker_info().dataset]):
+    dataset = get_worker_info().dataset
+    for part in getattr(dataset, "datasets", [dataset]):
         if hasattr(part.augment, "set_random_seed"):
             part.augment.set_random_seed((seed + worker_id) % 2**32)
 
@@ -178,10 +179,10 @@ class FundusDataModule(L.LightningDataModule):
         if stage == "fit" and self.plan is not None:
             print(self.plan.table())
 
-    def _loader(
-        self, dataset: Dataset, shuffle: bool, sampler: EpochShuffle | None = None
-    ) -> DataLoader:
-        seed = sampler.seed if sampler is not None else self.seed
+    def _loader(self, dataset: Dataset, sampler: EpochShuffle | None = None) -> DataLoader:
+        """A loader in order (val, test), or in `sampler`'s order for training."""
+        train = sampler is not None
+        seed = sampler.seed if train else self.seed
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -189,7 +190,7 @@ class FundusDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=partial(reseed_augment, seed) if self.augment is not None else None,
-            drop_last=shuffle and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
+            drop_last=train and len(dataset) > self.batch_size,  # no batch of 1 for BatchNorm
             multiprocessing_context=worker_context(self.num_workers),
             # Its own generator: drawing workers' base seeds leaves the global RNG alone.
             generator=torch.Generator().manual_seed(seed),
@@ -204,10 +205,10 @@ class FundusDataModule(L.LightningDataModule):
         if hasattr(self.augment, "set_random_seed"):  # albumentations ignores global seeds
             self.augment.set_random_seed(seed)
         dataset = self.train_dataset(epoch)
-        return self._loader(dataset, shuffle=True, sampler=EpochShuffle(len(dataset), seed))
+        return self._loader(dataset, EpochShuffle(len(dataset), seed))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("val"), shuffle=False)
+        return self._loader(self.dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.dataset("test"), shuffle=False)
+        return self._loader(self.dataset("test"))

@@ -71,7 +71,7 @@ def make_trainer(
         stage_trainer(cfg, stage),
         default_root_dir=str(root),
         logger=make_loggers(cfg.get("logger"), label) or False,
-        callbacks=[*callbacks, StopOnNonFiniteLoss(label), RandomState()],
+        callbacks=[*callbacks, StopOnNonFiniteLoss(label, stage), RandomState()],
         **{"reload_dataloaders_every_n_epochs": 1, **overrides},
     )
 
