@@ -20,7 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_wo
 from drvae.data.cache import CachedDataset, from_mapped_state, mapped_state
 from drvae.data.rebalance import RebalancePlan, oversample_indices
 from drvae.data.records import NUM_GRADES
-from drvae.data.splits import Splits
+from drvae.data.splits import Splits, at_most_per_grade
 
 # An albumentations transform (or anything called the same way): image=(S, S, 3) uint8.
 Augment = Callable[..., dict]
@@ -140,8 +140,11 @@ class FundusDataModule(L.LightningDataModule):
         synthetic: SyntheticSource | None = None,
         augment: Augment | None = None,
         seed: int = 0,
+        train_per_grade: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        # (n, seed): at most n real training images per grade, chosen with seed
+        self.train_per_grade = train_per_grade
         self.cache, self.splits = cache, splits
         self.batch_size, self.num_workers = batch_size, num_workers
         self.grades = None if grades is None else set(grades)
@@ -154,6 +157,9 @@ class FundusDataModule(L.LightningDataModule):
         indices = getattr(self.splits, split)
         if self.grades is not None:
             indices = indices[np.isin(self.cache_grades[indices], sorted(self.grades))]
+        if split == "train" and self.train_per_grade is not None:
+            grades = self.cache_grades[indices]
+            indices = at_most_per_grade(indices, grades, *self.train_per_grade)
         return indices
 
     def dataset(self, split: str) -> ImageArray:

@@ -105,3 +105,15 @@ def make_splits(
     splits = Splits(np.sort(train), np.sort(val), np.sort(test))
     _check_patients(splits, records)
     return splits
+
+
+def at_most_per_grade(indices: np.ndarray, grades: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """At most `n` of `indices` per grade (`grades[i]` is index i's grade), chosen at random
+    with `seed`, in ascending order: the paper trains its VAE on 100 images per grade."""
+    if n < 1:
+        raise ValueError(f"at most {n} images per grade: expected a positive count")
+    order = np.random.default_rng(seed).permutation(len(indices))
+    kept = np.zeros(len(indices), dtype=bool)
+    for grade in np.unique(grades):
+        kept[order[grades[order] == grade][:n]] = True
+    return indices[kept]

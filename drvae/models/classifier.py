@@ -117,6 +117,7 @@ class GradeClassifier(L.LightningModule):
             {s: confusion_matrix(num_classes) for s in ("val", "test")}
         )
         self.last_confusion: dict[str, Tensor] = {}  # per stage, the last epoch's matrix
+        self.test_outputs: list[tuple[Tensor, Tensor]] = []  # (probabilities, grades) batches
 
     @staticmethod
     def _input_size(value: int | str | None, image_size: int, data_config: dict) -> int:
@@ -161,6 +162,8 @@ class GradeClassifier(L.LightningModule):
         probs = logits.float().softmax(dim=1)  # (B, K)
         self.metrics[stage].update(probs, grades)
         self.confusion[stage].update(probs, grades)
+        if stage == "test":  # kept for the per-image predictions (paired comparisons)
+            self.test_outputs.append((probs.detach().cpu(), grades.detach().cpu()))
 
     def _epoch_end(self, stage: str) -> None:
         values = self.metrics[stage].compute()  # torchmetrics syncs DDP processes' states
@@ -178,6 +181,14 @@ class GradeClassifier(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = []
+
+    def test_predictions(self) -> tuple[Tensor, Tensor]:
+        """The last test epoch's (N, K) probabilities and (N,) grades, in loader order."""
+        probs, grades = zip(*self.test_outputs, strict=True)
+        return torch.cat(probs), torch.cat(grades)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")

@@ -21,6 +21,7 @@ from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_classifier
 from drvae.models.classifier import GradeClassifier
 from drvae.pipeline.data import PreparedData
+from drvae.pipeline.predictions import PREDICTIONS, write_predictions
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.training import (
     best_checkpoint,
@@ -93,6 +94,7 @@ def _train_and_test(
     scratch: Path,
     log_root: Path,
     label: str,
+    predictions: Path,
 ) -> tuple[Path, dict[str, Any]]:
     best = best_checkpoint(scratch, cfg.classifier.monitor)
     confusion = ConfusionMatrixLogger()
@@ -104,6 +106,10 @@ def _train_and_test(
     best_model = load_classifier(checkpoint)
     scorer = evaluator(cfg, "classifier", label, trainer, [confusion])
     tested = scorer.test(best_model, datamodule=dm, verbose=False)[0]
+    probs, grades = best_model.test_predictions()
+    # all test images, in order; a prefix of them under fast_dev_run or limit_test_batches
+    test_ids = [dm.cache.records[i].image_id for i in dm.indices("test")[: len(grades)]]
+    write_predictions(predictions, test_ids, probs, grades)
     validated = scorer.validate(best_model, datamodule=dm, verbose=False)[0]
     info = {
         "metrics": rounded({k: v for k, v in tested.items() if k != "test/loss"}),
@@ -136,11 +142,13 @@ def run_classifier_stage(
         model = build_classifier(cfg, data.image_size, plan.class_weights)
         dm = _datamodule(cfg, data, plan, synthetic() if synthetic else None)
         checkpoint, info = _train_and_test(
-            cfg, dm, model, store.scratch("classifier", key), log_root, label
+            cfg, dm, model, store.scratch("classifier", key), log_root, label, tmp / PREDICTIONS
         )
         shutil.copyfile(checkpoint, tmp / "classifier.ckpt")
         return info
 
     result = store.run("classifier", key, build)
     result.info = {"path": str(result.path / "classifier.ckpt"), **result.info}
+    if (result.path / PREDICTIONS).is_file():  # absent from stages built before drvae 0.1.1
+        result.info["predictions"] = str(result.path / PREDICTIONS)
     return result

@@ -12,14 +12,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from drvae.atomic import write_json
+from drvae.errors import ConfigError
 from drvae.secrets import redact, redact_hydra_files
+
+FAILED = "failed.json"  # in a job's folder: why it failed (drvae-report lists it)
 
 
 def disk_hint(folder: str) -> str:
@@ -32,24 +38,67 @@ def disk_hint(folder: str) -> str:
     return f"{full}. Nothing half-written was kept (HYDRA_FULL_ERROR=1 shows the trace)"
 
 
+def record_failure(folder: Path, error: BaseException) -> None:
+    """Write why the job failed into its folder, for the report and the user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(
+        folder / FAILED,
+        {
+            "error": redact(str(error)),
+            "type": type(error).__name__,
+            "traceback": redact(traceback.format_exc()),
+        },
+    )
+
+
+def objective(cfg: DictConfig, results: dict[str, Any]) -> float | None:
+    """The value a sweeper optimises (`optimized_metric`): a validation metric of the
+    classifier (val/qwk) or of the VAE (vae/val/elbo); never a test metric."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    stages = results["stages"]
+    stage, metric = (
+        ("vae", name.removeprefix("vae/")) if name.startswith("vae/") else ("classifier", name)
+    )
+    values = stages.get(stage, {}).get("val_metrics" if stage == "classifier" else "metrics", {})
+    if not metric.startswith("val/") or metric not in values:
+        known = ", ".join(sorted(values)) or f"none: the {stage} stage did not run"
+        raise ConfigError(
+            f"optimized_metric: {name!r} is not a validation metric of this run (a search "
+            f"never looks at the test split); known: {known}"
+        )
+    return float(values[metric])
+
+
 @hydra.main(version_base="1.3", config_path="pkg://drvae.conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     from drvae.pipeline.run import USER_ERRORS, run
 
     hydra_cfg = HydraConfig.get()  # Hydra saved the config and command line before this call
-    redact_hydra_files(Path(hydra_cfg.runtime.output_dir))
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    out = Path(hydra_cfg.runtime.output_dir)
+    redact_hydra_files(out)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    if multirun:
         redact_hydra_files(Path(hydra_cfg.sweep.dir))
     sys.argv[1:] = redact(sys.argv[1:])  # what loggers record as the command (W&B does)
     try:
-        run(cfg)
-    except USER_ERRORS as error:
-        print(f"drvae: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:  # a full disk, a permission, a vanished file: one clear line
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return objective(cfg, run(cfg))
+    except Exception as error:
+        record_failure(out, error)
+        full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        expected = isinstance(error, USER_ERRORS | OSError)
+        if (full_trace and not isinstance(error, USER_ERRORS)) or not (expected or multirun):
             raise
-        print(f"drvae: error: {error}{disk_hint(cfg.paths.cache_dir)}", file=sys.stderr)
+        message = redact(str(error))
+        if isinstance(error, OSError):  # a full disk, a permission, a vanished file
+            message += disk_hint(cfg.paths.cache_dir)
+        elif not expected:  # a bug, in a multirun: its trace, then the next job
+            traceback.print_exc()
+        if multirun:  # the sweep goes on; the report lists this job as failed
+            print(f"drvae: error: job {hydra_cfg.job.num} failed: {message}", file=sys.stderr)
+            return None
+        print(f"drvae: error: {message}", file=sys.stderr)
         sys.exit(2)
     finally:
         if "wandb" in sys.modules:  # one W&B run per job, closed even when the job fails

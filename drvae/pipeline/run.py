@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +27,7 @@ from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.confidence import confident_synthetic
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
+from drvae.pipeline.predictions import PREDICTIONS
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
@@ -202,6 +204,9 @@ class Run:
             )
             self.record("classifier", result.summary())
             self.results["metrics"] = result.info["metrics"]
+            if "predictions" in result.info:
+                self.out.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(result.info["predictions"], self.out / PREDICTIONS)
             self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
             self.results["rebalance"] = {
                 "methods": list(plan.methods) or ["none"],

@@ -43,6 +43,8 @@ def vae_key(cfg: DictConfig, data: PreparedData) -> str:
         v.batch_size,
         v.monitor,
         trainer_key_material(cfg, "vae"),
+        # only when set, so that the keys of VAEs trained on every image stay as they were
+        *([{"train_per_grade": v.train_per_grade}] if v.get("train_per_grade") else []),
     )
 
 
@@ -78,7 +80,12 @@ def _fit_one(
     label = "vae" if grades is None else f"vae_grade{grades[0]}"
     model = build_vae(cfg, data.image_size)
     dm = FundusDataModule(
-        data.cache, data.splits, cfg.vae.batch_size, cfg.data.num_workers, grades=grades
+        data.cache,
+        data.splits,
+        cfg.vae.batch_size,
+        cfg.data.num_workers,
+        grades=grades,
+        train_per_grade=(n, cfg.seed) if (n := cfg.vae.get("train_per_grade")) else None,
     )
     best = best_checkpoint(scratch / label, cfg.vae.monitor)
     callbacks: list[L.Callback] = [best]
