@@ -32,10 +32,52 @@ def stage_trainer(cfg: DictConfig, stage: str) -> DictConfig:
     return OmegaConf.merge(cfg.trainer, overrides)
 
 
+# Callbacks of the `callbacks` group that only report: left out of stage keys. The first two
+# need a logger, and are left out when there is none.
+REPORTING_CALLBACKS = frozenset({"LearningRateMonitor", "DeviceStatsMonitor"})
+PRESENTATION_CALLBACKS = REPORTING_CALLBACKS | {
+    "RichProgressBar",
+    "TQDMProgressBar",
+    "RichModelSummary",
+    "ModelSummary",
+}
+
+
+def _callback_nodes(cfg: DictConfig) -> dict[str, DictConfig]:
+    return {n: c for n, c in (cfg.get("callbacks") or {}).items() if c and "_target_" in c}
+
+
+def _class_name(node: DictConfig) -> str:
+    return str(node._target_).rsplit(".", 1)[-1]
+
+
 def trainer_key_material(cfg: DictConfig, stage: str) -> dict[str, Any]:
-    """The stage's trainer settings that determine its output (for its stage key)."""
+    """The stage's trainer settings and callbacks that determine its output (for its key)."""
     trainer = stage_trainer(cfg, stage)
-    return {k: v for k, v in trainer.items() if k not in PRESENTATION_KEYS}
+    material = {k: v for k, v in trainer.items() if k not in PRESENTATION_KEYS}
+    callbacks = {
+        name: OmegaConf.to_container(node, resolve=True)
+        for name, node in _callback_nodes(cfg).items()
+        if _class_name(node) not in PRESENTATION_CALLBACKS
+    }
+    if callbacks:  # only then: the keys of stages trained without any stay as they were
+        material["callbacks"] = callbacks
+    return material
+
+
+def extra_callbacks(cfg: DictConfig, stage: str, logged: bool) -> list[L.Callback]:
+    """The `callbacks` group's callbacks for a `stage` Trainer; one with `monitor: null`
+    watches the stage's own monitor (vae.monitor, classifier.monitor) in its direction."""
+    callbacks = []
+    for node in _callback_nodes(cfg).values():
+        if not logged and _class_name(node) in REPORTING_CALLBACKS:
+            continue
+        watch = {}
+        if "monitor" in node and node.monitor is None:
+            monitor = cfg[stage].monitor
+            watch = {"monitor": monitor, "mode": monitor_mode(monitor)}
+        callbacks.append(instantiate(node, **watch))
+    return callbacks
 
 
 def make_loggers(logger_cfg: DictConfig | None, stage: str) -> list[Logger]:
@@ -67,11 +109,17 @@ def make_trainer(
     """A Trainer for `stage` (vae, classifier), logging under `root` as `label`. It stops at
     a non-finite loss, keeps the random state in its checkpoints, and rebuilds the training
     loader each epoch (seeded by the epoch): a resumed fit continues exactly."""
+    loggers = make_loggers(cfg.get("logger"), label)
     return instantiate(
         stage_trainer(cfg, stage),
         default_root_dir=str(root),
-        logger=make_loggers(cfg.get("logger"), label) or False,
-        callbacks=[*callbacks, StopOnNonFiniteLoss(label, stage), RandomState()],
+        logger=loggers or False,
+        callbacks=[
+            *callbacks,
+            *extra_callbacks(cfg, stage, bool(loggers)),
+            StopOnNonFiniteLoss(label, stage),
+            RandomState(),
+        ],
         **{"reload_dataloaders_every_n_epochs": 1, **overrides},
     )
 
