@@ -17,8 +17,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 
+# All that a sweep leaves when no job started (an override that does not compose, such as a
+# misspelt key): nothing to keep, and refusing it would block the corrected relaunch.
+NEVER_STARTED = {"multirun.yaml"}
+
+
 def _refuse_used(folder: Path, key: str) -> None:
-    if folder.is_dir() and any(folder.iterdir()):
+    if folder.is_dir() and {p.name for p in folder.iterdir()} - NEVER_STARTED:
         print(
             f"drvae: error: {folder} holds an earlier run's outputs, which are never "
             f"overwritten; choose another {key} (finished stages are reused from the cache)",

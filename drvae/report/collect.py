@@ -1,4 +1,6 @@
-"""Find and read the `results.json` of every job under a folder (a sweep, or any tree)."""
+"""Find and read every job under a folder (a sweep, or any tree): its `results.json`, its
+`failed.json`, or neither (a job still running or killed), and group the finished jobs into
+settings (what was swept, seeds apart)."""
 
 from __future__ import annotations
 
@@ -7,32 +9,89 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from drvae.pipeline.main import FAILED
+from drvae.pipeline.predictions import PREDICTIONS
+
 RESULTS = "results.json"
+EXPECTED = "expected job folders with results.json, made by `drvae -m ...`"
+
+
+class NothingToReport(Exception):
+    """The folder holds no job the report could compare (a user error: exit code 2)."""
 
 
 @dataclass
 class Job:
-    """One job's folder and its results (None when it never finished)."""
+    """One job's folder and what it left: results (None unless it finished) or its failure."""
 
     folder: Path
     results: dict[str, Any] | None
+    failure: dict[str, Any] | None = None
 
     @property
     def overrides(self) -> list[str]:
         return list((self.results or {}).get("overrides", []))
 
+    @property
+    def config(self) -> dict[str, Any]:
+        return (self.results or {}).get("config") or {}
+
+    @property
+    def seed(self) -> int | None:
+        """`config.seed`, else the `seed=` override (results written without a config)."""
+        if self.config.get("seed") is not None:
+            return int(self.config["seed"])
+        seeds = [o.split("=", 1)[1] for o in self.overrides if is_seed(o)]
+        return int(seeds[0]) if seeds and seeds[0].lstrip("-").isdigit() else None
+
+    @property
+    def rebalance(self) -> dict[str, Any]:
+        return self.config.get("rebalance") or {}
+
+    def metric(self, name: str) -> float | None:
+        """A test metric (`test/...`) or the classifier's validation metric (`val/...`)."""
+        results = self.results or {}
+        if name.startswith("val/"):
+            classifier = results.get("stages", {}).get("classifier", {})
+            return classifier.get("val_metrics", {}).get(name)
+        return results.get("metrics", {}).get(name)
+
+    @property
+    def confusion(self) -> list[list[int]] | None:
+        """The test confusion matrix (rows: true grade) of the classifier stage."""
+        classifier = (self.results or {}).get("stages", {}).get("classifier", {})
+        return classifier.get("confusion_matrix")
+
+    @property
+    def predictions(self) -> Path | None:
+        path = self.folder / PREDICTIONS
+        return path if path.is_file() else None
+
+    @property
+    def synthetic_set(self) -> Path | None:
+        """The folder of the synthetic set the job trained on (None when it used none)."""
+        generate = (self.results or {}).get("stages", {}).get("generate") or {}
+        return Path(generate["path"]) if generate.get("path") else None
+
+
+def is_seed(override: str) -> bool:
+    return override.lstrip("+~").startswith("seed=")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
 
 def collect(root: Path) -> list[Job]:
-    """Every job folder under `root`: one with `results.json`, or a Hydra job folder
-    (`.hydra/`) without one (failed or still running), sorted by path."""
+    """Every job folder under `root`: one with `results.json` or `failed.json`, or a Hydra
+    job folder (`.hydra/`) without either, sorted by path (job 2 before job 10)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such folder")
-    folders = {p.parent for p in root.rglob(RESULTS)} | {p.parent for p in root.rglob(".hydra")}
+        raise NothingToReport(f"{root}: no such folder ({EXPECTED})")
+    folders = {p.parent for name in (RESULTS, FAILED, ".hydra") for p in root.rglob(name)}
     jobs = []
     for folder in sorted(folders, key=_natural):
-        path = folder / RESULTS
-        jobs.append(Job(folder, json.loads(path.read_text()) if path.is_file() else None))
+        jobs.append(Job(folder, _read(folder / RESULTS), _read(folder / FAILED)))
     return jobs
 
 
@@ -43,9 +102,23 @@ def _natural(path: Path) -> list:
 
 def job_labels(jobs: list[Job]) -> list[str]:
     """Short column labels: the overrides that differ between the jobs (else folder names)."""
-    shared = set.intersection(*(set(j.overrides) for j in jobs)) if jobs else set()
-    labels = []
-    for job in jobs:
-        own = [o for o in job.overrides if o not in shared]
-        labels.append(" ".join(own) or job.folder.name)
-    return labels
+    return _differing([j.overrides for j in jobs], [j.folder.name for j in jobs])
+
+
+def _differing(overrides: list[list[str]], fallback: list[str]) -> list[str]:
+    shared = set.intersection(*(set(o) for o in overrides)) if overrides else set()
+    return [
+        " ".join(o for o in own if o not in shared) or name
+        for own, name in zip(overrides, fallback, strict=True)
+    ]
+
+
+def settings(jobs: list[Job]) -> dict[str, list[Job]]:
+    """The finished jobs grouped by setting: their overrides but the seed; labelled by the
+    overrides that differ between settings ("all" for a sweep over seeds alone)."""
+    done = [j for j in jobs if j.results is not None]
+    own = [[o for o in j.overrides if not is_seed(o)] for j in done]
+    groups: dict[str, list[Job]] = {}
+    for job, label in zip(done, _differing(own, ["all"] * len(done)), strict=True):
+        groups.setdefault(label, []).append(job)
+    return groups

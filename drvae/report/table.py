@@ -1,17 +1,31 @@
-"""The side-by-side comparison of runs: one row per test metric, one column per job.
+"""The comparison report of a sweep: each setting's metrics across seeds, its paired
+difference to the baseline with a bootstrap CI over the test images, the failed and missing
+jobs, and figures; written into the sweep folder (report.md, report.csv, PNGs).
 
-drvae-report runs/drvae/multiruns/2026-11-26_10-00-00-000000
+drvae-report runs/drvae/multiruns/2026-11-26_10-00-00-000000 [--bootstrap 1000]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from drvae.report.collect import Job, collect, job_labels
+from drvae.report.collect import EXPECTED, Job, NothingToReport, collect, job_labels, settings
+from drvae.report.files import write_atomic
+from drvae.report.stats import (
+    BOOTSTRAPPED,
+    RECALLS,
+    Bootstrap,
+    Delta,
+    deltas,
+    find_baseline,
+    mean_std,
+    setting_values,
+)
 
 HEADLINE = (
     "test/qwk",
@@ -22,81 +36,214 @@ HEADLINE = (
     "test/referable_sensitivity",
     "test/referable_specificity",
 )
+TABLE_METRICS = (*HEADLINE, *RECALLS, "val/loss", "val/accuracy")
+CSV_COLUMNS = ("setting", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high")
 
 
-def metric_names(jobs: list[Job]) -> list[str]:
-    """The headline metrics first, then per-grade recall and precision, then any others."""
-    names = {name for job in jobs for name in (job.results or {}).get("metrics", {})}
-    rest = sorted(names - set(HEADLINE), key=lambda n: (not n.startswith("test/recall"), n))
-    return [n for n in HEADLINE if n in names] + rest
+@dataclass
+class Comparison:
+    """What the report says: the jobs, their settings, and each setting's differences to
+    the baseline (metric -> Delta) with why its CIs are missing, where they are."""
+
+    root: Path
+    jobs: list[Job]
+    groups: dict[str, list[Job]]
+    baseline: str | None
+    baseline_note: str
+    deltas: dict[str, dict[str, Delta]] = field(default_factory=dict)
+    no_ci: dict[str, str] = field(default_factory=dict)
 
 
-def comparison_table(jobs: list[Job]) -> str:
-    """A Markdown table of the finished jobs' test metrics, plus train counts per grade."""
+def compare(root: Path, replicates: int = 1000) -> Comparison:
+    """Read the sweep and compare its settings; NothingToReport when no job finished."""
+    jobs = collect(root)
+    if not jobs:
+        raise NothingToReport(f"{root}: no job folder under it ({EXPECTED})")
+    groups = settings(jobs)
+    if not groups:
+        failed = sum(j.failure is not None for j in jobs)
+        raise NothingToReport(
+            f"{root}: none of its {len(jobs)} jobs finished ({failed} failed, see their "
+            f"failed.json; {len(jobs) - failed} left no results.json)"
+        )
+    baseline, note = find_baseline(groups)
+    found = Comparison(Path(root), jobs, groups, baseline, note)
+    if baseline is not None:
+        boot = Bootstrap(replicates)
+        for label, group in groups.items():
+            if label != baseline:
+                found.deltas[label], why = deltas(group, groups[baseline], boot, BOOTSTRAPPED)
+                found.no_ci |= {label: why} if why else {}
+    return found
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    return "\n".join([_row(head), "|---" * len(head) + "|", *map(_row, rows)])
+
+
+def _short(metric: str) -> str:
+    return metric.removeprefix("test/")
+
+
+def _mean_std(values: list[float]) -> str:
+    n, mean, std = mean_std(values)
+    return "" if not n else f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+
+
+def settings_table(found: Comparison) -> str:
+    """Metric rows, one column per setting: mean ± sample std across its seeds."""
+    head = [f"{label}{' (baseline)' if label == found.baseline else ''}" for label in found.groups]
+    rows = [["n (seeds)", *(str(len(jobs)) for jobs in found.groups.values())]]
+    for metric in TABLE_METRICS:
+        cells = [_mean_std(setting_values(jobs, metric)) for jobs in found.groups.values()]
+        if any(cells):
+            rows.append([_short(metric), *cells])
+    return _table(["metric", *head], rows)
+
+
+def _delta_cell(d: Delta) -> str:
+    if d.delta is None:
+        return "n/a"
+    ci = "[n/a]" if d.low is None else f"[{d.low:+.3f}, {d.high:+.3f}]"
+    return f"{d.delta:+.3f} {ci}{' *' if d.excludes_zero else ''}"
+
+
+def delta_table(found: Comparison, replicates: int) -> str:
+    """Metric rows, one column per setting: Δ to the baseline [95% CI], and the notes."""
+    if not found.deltas:
+        return found.baseline_note + "." if found.baseline is None else "no other setting."
+    labels = list(found.deltas)
+    rows = [[_short(m), *(_delta_cell(found.deltas[s][m]) for s in labels)] for m in BOOTSTRAPPED]
+    notes = [
+        f"Δ: setting − baseline with the same seed, mean over the seeds both ran; [95% CI]: "
+        f"paired percentile bootstrap over the test images ({replicates} replicates); "
+        "*: the CI excludes 0.",
+        *(f"CI n/a for {label}: {why}." for label, why in found.no_ci.items()),
+    ]
+    return (
+        f"{found.baseline_note}.\n\n"
+        + _table(["metric", *labels], rows)
+        + "\n\n"
+        + ("\n".join(f"- {n}" for n in notes))
+    )
+
+
+def job_lists(found: Comparison) -> str:
+    """The failed jobs with their error, then the jobs that left neither file."""
+    name = {j.folder: str(j.folder.relative_to(found.root)) for j in found.jobs}
+    failed = [j for j in found.jobs if j.results is None and j.failure is not None]
+    missing = [j for j in found.jobs if j.results is None and j.failure is None]
+    lines = []
+    if failed:
+        lines += ["## Failed jobs", ""]
+        lines += [f"- `{name[j.folder]}`: {_one_line(j.failure)}" for j in failed] + [""]
+    if missing:
+        lines += ["## Missing or unfinished jobs (neither results.json nor failed.json)", ""]
+        lines += [f"- `{name[j.folder]}`" for j in missing] + [""]
+    return "\n".join(lines).strip()
+
+
+def _one_line(failure: dict) -> str:
+    error = " ".join(str(failure.get("error", "")).split())
+    return f"{failure.get('type', 'Error')}: {error}"
+
+
+def per_job_table(jobs: list[Job]) -> str:
+    """Each finished job's headline test metrics and train counts per grade, side by side."""
     done = [j for j in jobs if j.results and j.results.get("metrics")]
     if not done:
         return "no finished job with test metrics"
-    labels = job_labels(done)
-    lines = ["| metric | " + " | ".join(labels) + " |", "|---" * (len(done) + 1) + "|"]
-    for name in metric_names(done):
-        values = [j.results["metrics"].get(name) for j in done]
-        cells = ["" if v is None else f"{v:.3f}" for v in values]
-        lines.append(f"| {name.removeprefix('test/')} | " + " | ".join(cells) + " |")
+    rows = []
+    for name in (*HEADLINE, *RECALLS):
+        values = [j.metric(name) for j in done]
+        if any(v is not None for v in values):
+            rows.append([_short(name), *("" if v is None else f"{v:.3f}" for v in values)])
     for part in ("train_real", "train_synthetic", "train_oversampled"):
         counts = [j.results.get("counts", {}).get(part, {}) for j in done]
         cells = ["/".join(str(c[g]) for g in sorted(c)) for c in counts]
-        lines.append(f"| {part} per grade | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append([f"{part} per grade", *cells])
+    return _table(["metric", *job_labels(done)], rows)
 
 
-def seedless(label: str) -> str:
-    return " ".join(p for p in label.split() if not p.startswith("seed=")) or "all"
+def markdown(found: Comparison, replicates: int, figures: tuple[list[str], list[str]]) -> str:
+    written, skipped = figures
+    parts = [
+        f"# Comparison of {found.root}",
+        f"{len(found.groups)} settings, {len(found.jobs)} jobs "
+        f"({sum(len(g) for g in found.groups.values())} finished)",
+        "## Test metrics: mean ± sample std across seeds",
+        settings_table(found),
+        "## Difference to the baseline",
+        delta_table(found, replicates),
+        job_lists(found),
+        "## Figures",
+        "\n".join(f"- [{name}]({name})" for name in written)
+        + "".join(f"\n- skipped {why}" for why in skipped),
+        "## Per job",
+        per_job_table(found.jobs),
+    ]
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def seeds_table(jobs: list[Job]) -> str | None:
-    """Mean +- std across seeds per setting (None when no setting has two seeds)."""
-    done = [j for j in jobs if j.results and j.results.get("metrics")]
-    groups: dict[str, list[Job]] = {}
-    for job, label in zip(done, job_labels(done), strict=True):
-        groups.setdefault(seedless(label), []).append(job)
-    if not any(len(g) > 1 for g in groups.values()):
-        return None
-    head = [f"{name} (n={len(g)})" for name, g in groups.items()]
-    lines = ["| metric | " + " | ".join(head) + " |", "|---" * (len(groups) + 1) + "|"]
-    for name in metric_names(done):
-        cells = []
-        for group in groups.values():
-            values = [j.results["metrics"][name] for j in group if name in j.results["metrics"]]
-            cells.append(
-                f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}" if len(values) > 1 else ""
-            )
-        lines.append(f"| {name.removeprefix('test/')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-def report(root: Path) -> str:
-    jobs = collect(root)
-    if not jobs:
-        raise FileNotFoundError(f"{root}: no job folder (results.json or .hydra/) under it")
-    text = comparison_table(jobs)
-    across_seeds = seeds_table(jobs)
-    if across_seeds:
-        text += "\n\nmean ± sample std across seeds:\n\n" + across_seeds
-    failed = [str(j.folder) for j in jobs if j.results is None]
-    if failed:
-        text += "\n\nunfinished or failed jobs (no results.json):\n" + "\n".join(failed)
-    return text
+def csv_rows(found: Comparison) -> list[list[str]]:
+    """One row per setting and metric: setting, metric, n, mean, std, delta, ci_low, ci_high."""
+    rows = []
+    for label, jobs in found.groups.items():
+        for metric in TABLE_METRICS:
+            n, mean, std = mean_std(setting_values(jobs, metric))
+            d = found.deltas.get(label, {}).get(metric, Delta(None))
+            numbers = (mean, std, d.delta, d.low, d.high)
+            if n:
+                rows.append([label, metric, str(n), *map(_number, numbers)])
+    return rows
+
+
+def _write_csv(path: Path, rows: list[list[str]]) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([CSV_COLUMNS, *rows])
+
+
+def write_report(root: Path, replicates: int = 1000) -> tuple[str, list[Path]]:
+    """Compare the sweep under `root` and write report.md, report.csv and the figures into
+    it; returns the Markdown and the paths written."""
+    from drvae.report.plots import write_plots  # matplotlib and torch: only when writing
+
+    root = Path(root)
+    found = compare(root, replicates)
+    figures = write_plots(found.groups, root)
+    text = markdown(found, replicates, figures)
+    names = [
+        write_atomic(root / "report.md", lambda tmp: tmp.write_text(text)),
+        write_atomic(root / "report.csv", lambda tmp: _write_csv(tmp, csv_rows(found))),
+        *figures[0],
+    ]
+    return text, [root / name for name in names]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="drvae-report", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a sweep folder, or any folder of runs")
+    parser.add_argument(
+        "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap replicates"
+    )
     args = parser.parse_args(argv)
+    if args.bootstrap < 1:
+        parser.error("--bootstrap: at least 1 replicate")
     try:
-        print(report(args.folder))
-    except FileNotFoundError as error:
+        text, written = write_report(args.folder, args.bootstrap)
+    except NothingToReport as error:
         print(f"drvae-report: error: {error}", file=sys.stderr)
         sys.exit(2)
+    print(text)
+    print("written:\n" + "\n".join(f"  {path}" for path in written))
 
 
 if __name__ == "__main__":
