@@ -3,6 +3,8 @@ and the DataModule that serves it (synthetic and duplicated images reach trainin
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -400,3 +402,17 @@ def test_class_weight_only_leaves_the_training_split_real(cache, splits) -> None
     train = FundusDataModule(cache, splits, plan=plan).train_dataset()
     assert np.array_equal(train.indices, splits.train)
     assert grade_counts(train) == real == plan.total
+
+
+def test_a_plan_that_adds_nothing_shares_the_key_of_none() -> None:
+    """An ablation's count 0 trains exactly the baseline: one classifier training for both."""
+    real = {0: 50, 1: 5, 2: 9, 3: 2, 4: 1}
+    none = RebalancePlan.make(["none"], 0, "added", real)
+    assert RebalancePlan.make(["synthetic"], 0, "added", real).key_material() == asdict(none)
+    weighted = RebalancePlan.make(["synthetic", "class_weight"], 0, "added", real)
+    assert (
+        weighted.key_material()
+        == RebalancePlan.make(["class_weight"], 0, "added", real).key_material()
+    )
+    some = RebalancePlan.make(["synthetic"], 1, "added", real)
+    assert some.key_material()["methods"] == ("synthetic",)

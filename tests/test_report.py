@@ -25,7 +25,7 @@ from drvae.report.stats import (
     deltas,
     find_baseline,
 )
-from drvae.report.table import compare, main, write_report
+from drvae.report.table import compare, main, report, write_report
 
 GRADES = np.repeat(np.arange(5), [40, 20, 20, 10, 10])  # the test split, the same every job
 
@@ -51,7 +51,8 @@ def write_job(
         return
     seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
     strategy = next((o.split("=")[1] for o in overrides if o.startswith("rebalance=")), "none")
-    config = {"seed": seed, "rebalance": rebalance or {"methods": [strategy], "per_grade": 100}}
+    rebalance = rebalance or {"methods": [strategy], "per_grade": 100}
+    config = {"seed": seed, "rebalance": rebalance, "data": {"image_size": 16}}
     metrics = {"test/qwk": qwk, "test/recall_grade1": 0.5, "test/accuracy": 0.8}
     if predicted is not None:
         metrics = metrics_of(predicted)
@@ -91,8 +92,9 @@ def sweep(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def count_sweep(tmp_path: Path) -> Path:
+def count_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An ablation over synthetic counts with per-image predictions and a synthetic set."""
+    tmp_path = tmp_path_factory.mktemp("counts")
     images = np.random.default_rng(0).integers(0, 255, (15, 16, 16, 3), dtype=np.uint8)
     write_synthetic_set(tmp_path / "set", images, np.repeat(np.arange(5), 3), {})
     rng = np.random.default_rng(1)
@@ -123,7 +125,7 @@ def test_report_has_the_mean_across_seeds_the_failed_and_the_missing_jobs(sweep:
     text, written = write_report(sweep)
     assert "| metric | rebalance=none (baseline) | rebalance=synthetic |" in text
     assert "| qwk | 0.550 ± 0.071 | 0.720 ± 0.028 |" in text  # mean ± sample std, n=2
-    assert "| n (seeds) | 2 | 2 |" in text and "| loss | 0.450 ± 0.071 |" in text
+    assert "| n (seeds) | 2 | 2 |" in text and "| val/loss | 0.450 ± 0.071 |" in text
     assert "| qwk | 0.500 | 0.600 | 0.700 | 0.740 |" in text  # per job
     assert "| train_synthetic per grade | 0/8 |" in text
     assert "- `10`: DataError: data.root: /nowhere has no images" in text
@@ -255,3 +257,17 @@ def test_the_callback_survives_a_report_that_fails(
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and "drvae: the report failed:" in err
     assert "drvae: 1 of 1 jobs failed" in err
+
+
+def test_jobs_without_test_metrics_still_get_a_report(tmp_path: Path) -> None:
+    """A sweep of VAEs alone (stages=[vae]): no test metrics, no figure, no error."""
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / "results.json").write_text(json.dumps({"overrides": [], "stages": {}}))
+    text, written = write_report(tmp_path)
+    assert "no finished job with test metrics" in text
+    assert "skipped recall_per_grade.png" in text and [p.name for p in written][2:] == []
+
+
+def test_the_markdown_alone_writes_nothing(sweep: Path) -> None:
+    assert "| qwk | 0.550 ± 0.071 | 0.720 ± 0.028 |" in report(sweep)
+    assert not (sweep / "report.md").exists() and not list(sweep.glob("*.png"))

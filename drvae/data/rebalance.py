@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -153,6 +153,14 @@ class RebalancePlan:
         """Training on synthetic images alone (the audit's train-synthetic/test-real)."""
         none = dict.fromkeys(GRADES, 0)
         return cls(("synthetic",), none, {g: int(counts.get(g, 0)) for g in GRADES}, none, None)
+
+    def key_material(self) -> dict[str, Any]:
+        """What determines the training set, for stage keys: a plan that adds nothing and
+        weighs nothing (synthetic with per_grade 0) trains exactly what `none` trains."""
+        plan = asdict(self)
+        if not any(self.synthetic.values()) and not any(self.oversampled.values()):
+            plan["methods"] = () if self.class_weights is None else ("class_weight",)
+        return plan
 
     @property
     def total(self) -> dict[int, int]:

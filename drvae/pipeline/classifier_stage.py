@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ def classifier_key(
         c.batch_size,
         c.monitor,
         c.augment,
-        asdict(plan),
+        plan.key_material(),
         synthetic_key,
         trainer_key_material(cfg, "classifier"),
     )

@@ -74,6 +74,7 @@ def objective(cfg: DictConfig, results: dict[str, Any]) -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://drvae.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from drvae.pipeline.run import USER_ERRORS, run
+    from drvae.tracking import job_run
 
     hydra_cfg = HydraConfig.get()  # Hydra saved the config and command line before this call
     out = Path(hydra_cfg.runtime.output_dir)
@@ -83,11 +84,14 @@ def main(cfg: DictConfig) -> float | None:
         redact_hydra_files(Path(hydra_cfg.sweep.dir))
     sys.argv[1:] = redact(sys.argv[1:])  # what loggers record as the command (W&B does)
     try:
-        return objective(cfg, run(cfg))
+        with job_run(cfg) as tracker:  # one W&B run per job, finished however the job ends
+            results = run(cfg)
+            tracker.log_results(results)
+            return objective(cfg, results)
     except Exception as error:
         record_failure(out, error)
         full_trace = os.environ.get("HYDRA_FULL_ERROR") == "1"
-        expected = isinstance(error, USER_ERRORS | OSError)
+        expected = isinstance(error, (*USER_ERRORS, OSError))
         if (full_trace and not isinstance(error, USER_ERRORS)) or not (expected or multirun):
             raise
         message = redact(str(error))
@@ -100,9 +104,6 @@ def main(cfg: DictConfig) -> float | None:
             return None
         print(f"drvae: error: {message}", file=sys.stderr)
         sys.exit(2)
-    finally:
-        if "wandb" in sys.modules:  # one W&B run per job, closed even when the job fails
-            sys.modules["wandb"].finish()
 
 
 def audit() -> None:

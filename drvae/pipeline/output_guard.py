@@ -16,7 +16,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-
 # All that a sweep leaves when no job started (an override that does not compose, such as a
 # misspelt key): nothing to keep, and refusing it would block the corrected relaunch.
 NEVER_STARTED = {"multirun.yaml"}

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drvae.atomic import write_json
 from drvae.callbacks.safeguards import RandomState, StopOnNonFiniteLoss
+from drvae.tracking import is_wandb, stage_logger
 
 # Trainer arguments that change how a run is shown, not what it computes: left out of keys.
 PRESENTATION_KEYS = frozenset(
@@ -81,13 +82,14 @@ def extra_callbacks(cfg: DictConfig, stage: str, logged: bool) -> list[L.Callbac
 
 
 def make_loggers(logger_cfg: DictConfig | None, stage: str) -> list[Logger]:
-    """One logger per entry of the `logger` group, each keeping this stage's log apart."""
+    """One logger per entry of the `logger` group, each keeping this stage's log apart: a
+    folder of its own, or its own keys in the job's W&B run (drvae.tracking)."""
     loggers: list[Logger] = []
     for node in (logger_cfg or {}).values():
         if not node or "_target_" not in node:
             continue
-        if node._target_.endswith("WandbLogger"):
-            loggers.append(instantiate(node, job_type=stage))
+        if is_wandb(node):
+            loggers.append(stage_logger(node, stage))
         else:
             loggers.append(instantiate(node, version=stage))
     return loggers

@@ -90,14 +90,14 @@ def collect(root: Path) -> list[Job]:
         raise NothingToReport(f"{root}: no such folder ({EXPECTED})")
     folders = {p.parent for name in (RESULTS, FAILED, ".hydra") for p in root.rglob(name)}
     jobs = []
-    for folder in sorted(folders, key=_natural):
+    for folder in sorted(folders, key=natural):
         jobs.append(Job(folder, _read(folder / RESULTS), _read(folder / FAILED)))
     return jobs
 
 
-def _natural(path: Path) -> list:
+def natural(path: Path | str) -> list:
     """Sort key: job 2 before job 10."""
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in Path(path).parts]
 
 
 def job_labels(jobs: list[Job]) -> list[str]:

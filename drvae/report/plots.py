@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from functools import partial
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def count_positions(counts: dict[str, Any]) -> dict[str, float]:
     return x | {label: max(numbers) + step * (i + 1) for i, (_, label) in enumerate(others)}
 
 
-def metric_vs_count(groups: Groups, counts: dict[str, Any], path: Path) -> str:
+def metric_vs_count(groups: Groups, path: Path, counts: dict[str, Any]) -> str:
     """Test QWK, macro-F1 and balanced accuracy against the synthetic images per grade."""
     x = count_positions(counts)
     order = sorted(x, key=x.get)
@@ -97,18 +98,20 @@ def metric_vs_count(groups: Groups, counts: dict[str, Any], path: Path) -> str:
     return _save(fig, path)
 
 
-def recall_per_grade(groups: Groups, path: Path) -> str:
+def recall_per_grade(groups: Groups, path: Path) -> str | None:
     """Grouped bars: each setting's test recall per grade (mean, error bar std)."""
+    if not any(j.metric(m) is not None for jobs in groups.values() for j in jobs for m in RECALLS):
+        return None
     grades = np.arange(len(RECALLS))
     width = 0.8 / len(groups)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
     for i, (label, jobs) in enumerate(groups.items()):
         spread = np.array([_spread(jobs, m) for m in RECALLS])
         ax.bar(grades - 0.4 + width * (i + 0.5), spread[:, 0], width, yerr=spread[:, 1],
                capsize=2, label=textwrap.shorten(label, 50))  # fmt: skip
     ax.set(xticks=grades, xlabel="true grade", ylabel="test recall", ylim=(0, 1.05))
     ax.set_title("test recall per grade (mean ± std across seeds)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
@@ -140,6 +143,8 @@ def sample_grid(folder: Path, image_size: int) -> tuple[np.ndarray, list[int]]:
     """A grid of the set's first images of each grade (one row a grade) and the grades."""
     available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
     counts = {g: min(n, SAMPLES_PER_GRADE) for g, n in sorted(available.items())}
+    if not counts:
+        raise DataError(f"{folder}: an empty set")
     images = read_synthetic_images(folder, counts, image_size).images
     blank = np.zeros_like(images[0])
     rows, start = [], 0
@@ -161,7 +166,8 @@ def samples(groups: Groups, path: Path) -> str | None:
         grids.append((grid, grades, textwrap.fill("; ".join(labels), 80)))
     if not grids:
         return None
-    fig, axes = plt.subplots(len(grids), 1, figsize=(7, 1.1 * sum(len(g[1]) for g in grids) + 1))
+    heights = [7 * grid.shape[0] / grid.shape[1] + 0.5 for grid, _, _ in grids]
+    fig, axes = plt.subplots(len(grids), 1, figsize=(7, sum(heights)), height_ratios=heights)
     for ax, (grid, grades, title) in zip(np.atleast_1d(axes), grids, strict=True):
         row = grid.shape[0] / len(grades)
         ax.imshow(grid)
@@ -173,17 +179,17 @@ def samples(groups: Groups, path: Path) -> str | None:
 
 def write_plots(groups: Groups, folder: Path) -> tuple[list[str], list[str]]:
     """Every figure into `folder`: (file names written, why a figure was left out)."""
-    written, skipped = [recall_per_grade(groups, folder / "recall_per_grade.png")], []
     counts = count_axis(groups)
-    if counts:
-        written.append(metric_vs_count(groups, counts, folder / "metric_vs_count.png"))
-    else:
-        skipped.append("metric_vs_count.png: the settings do not differ by a per-grade count")
-    for name, plot, why in (
+    plots = (
+        ("recall_per_grade", recall_per_grade, "no job has a test recall per grade"),
+        ("metric_vs_count", partial(metric_vs_count, counts=counts) if counts else None,
+         "the settings do not differ by a per-grade count"),
         ("confusion_matrices", confusion_matrices, "no job has a test confusion matrix"),
         ("samples", samples, "no job trained on a readable synthetic set"),
-    ):
-        made = plot(groups, folder / f"{name}.png")
+    )  # fmt: skip
+    written, skipped = [], []
+    for name, plot, why in plots:
+        made = plot(groups, path=folder / f"{name}.png") if plot else None
         written += [made] if made else []
         skipped += [] if made else [f"{name}.png: {why}"]
     return written, skipped

@@ -19,7 +19,7 @@ import numpy as np
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.metrics.grading import REFERABLE_GRADE
 from drvae.pipeline.predictions import read_predictions
-from drvae.report.collect import Job
+from drvae.report.collect import Job, natural
 
 RECALLS = tuple(f"test/recall_grade{g}" for g in range(NUM_GRADES))
 BOOTSTRAPPED = (
@@ -163,9 +163,9 @@ class Bootstrap:
 
     def unavailable(self, pairs: list[tuple[Job, Job]]) -> str | None:
         """Why there is no interval for these pairs (None when there is one)."""
-        missing = sorted({str(j.folder) for pair in pairs for j in pair if j.predictions is None})
+        missing = {j.folder.name for pair in pairs for j in pair if j.predictions is None}
         if missing:
-            return "no test_predictions.csv in " + ", ".join(missing)
+            return "no test_predictions.csv in job " + ", ".join(sorted(missing, key=natural))
         try:
             differ = any(self.run(job)[0] != self.run(base)[0] for job, base in pairs)
         except DataError as error:

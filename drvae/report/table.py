@@ -118,6 +118,7 @@ def delta_table(found: Comparison, replicates: int) -> str:
         return found.baseline_note + "." if found.baseline is None else "no other setting."
     labels = list(found.deltas)
     rows = [[_short(m), *(_delta_cell(found.deltas[s][m]) for s in labels)] for m in BOOTSTRAPPED]
+    rows = [row for row in rows if any(cell != "n/a" for cell in row[1:])]
     notes = [
         f"Δ: setting − baseline with the same seed, mean over the seeds both ran; [95% CI]: "
         f"paired percentile bootstrap over the test images ({replicates} replicates); "
@@ -169,8 +170,19 @@ def per_job_table(jobs: list[Job]) -> str:
     return _table(["metric", *job_labels(done)], rows)
 
 
-def markdown(found: Comparison, replicates: int, figures: tuple[list[str], list[str]]) -> str:
+def _figures(figures: tuple[list[str], list[str]] | None) -> str:
+    if figures is None:
+        return ""
     written, skipped = figures
+    lines = [f"- [{name}]({name})" for name in written] + [f"- skipped {w}" for w in skipped]
+    return "## Figures\n\n" + "\n".join(lines)
+
+
+def markdown(
+    found: Comparison, replicates: int, figures: tuple[list[str], list[str]] | None
+) -> str:
+    """The report: settings, differences to the baseline, failed and missing jobs, the
+    figures (None: none written), and each job's metrics."""
     parts = [
         f"# Comparison of {found.root}",
         f"{len(found.groups)} settings, {len(found.jobs)} jobs "
@@ -180,13 +192,16 @@ def markdown(found: Comparison, replicates: int, figures: tuple[list[str], list[
         "## Difference to the baseline",
         delta_table(found, replicates),
         job_lists(found),
-        "## Figures",
-        "\n".join(f"- [{name}]({name})" for name in written)
-        + "".join(f"\n- skipped {why}" for why in skipped),
+        _figures(figures),
         "## Per job",
         per_job_table(found.jobs),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def report(root: Path, replicates: int = 1000) -> str:
+    """The Markdown alone, nothing written into the folder (for scripts)."""
+    return markdown(compare(root, replicates), replicates, None)
 
 
 def _number(value: float | None) -> str:
