@@ -71,7 +71,7 @@ class StageWandbLogger(WandbLogger):
     def __init__(self, label: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.label = label
-        self._axis_defined = False  # per process: a DDP worker defines it on its attached run
+        self._axis_defined = False  # on the first log: without a job run, the run starts then
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -201,7 +201,7 @@ def parsed(lines: Any) -> list[Override]:
 
 def tags(cfg: DictConfig) -> list[str]:
     methods = list(cfg.rebalance.get("methods") or ["none"])
-    return list(dict.fromkeys(map(str, [*cfg.get("tags", []), *methods, cfg.data.source])))
+    return list(dict.fromkeys(map(str, [*(cfg.get("tags") or []), *methods, cfg.data.source])))
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:

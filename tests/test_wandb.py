@@ -45,8 +45,8 @@ def wandb_records(run: Path) -> list[Any]:
 
 
 def read_run(job: Path) -> dict[str, Any]:
-    """The job's only offline run: its run record, final summary, exit code, metric
-    definitions, history keys and artifacts."""
+    """The job's only offline run: its run record, final summary (media flattened: a
+    table's `<key>/nrows`), exit code, metric definitions, history keys and artifacts."""
     (run,) = job.glob("wandb/offline-run-*")
     found: dict[str, Any] = {"summary": {}, "history": set(), "metrics": {}, "artifacts": []}
     for record in wandb_records(run):
@@ -77,35 +77,38 @@ def drvae(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_a_sweep_job_logs_one_run_with_its_results(tmp_path: Path) -> None:
-    """One job of a sweep over seeds: one run, named by the swept value, grouped by the
-    sweep, typed by its last stage; each stage on its own axis; results.json's metrics in
-    its summary; tables, images and the synthetic set logged; finished with exit code 0."""
-    tiny = [o for o in TINY if not o.startswith("seed=")]
-    sweep = tmp_path / "sweep"
-    done = drvae(
-        tmp_path, "-m", f"hydra.sweep.dir={sweep}", *tiny, "seed=range(1,2)", "logger=wandb"
-    )
+@pytest.mark.slow  # about 40 s on 2 busy cores: a sweep of two jobs, one fully trained
+def test_each_sweep_job_logs_one_run_with_its_results(tmp_path: Path) -> None:
+    """Two jobs in one process: each its own run, named by its swept value, grouped by the
+    sweep, typed by its last stage. The first: each stage on its own axis, results.json's
+    metrics in its summary, tables, images and the synthetic set, exit code 0; the second
+    fails (a negative count) after its run opened: exit code 1, and the sweep goes on."""
+    sweep, swept = tmp_path / "sweep", "rebalance.per_grade=4,-5"
+    args = [f"hydra.sweep.dir={sweep}", "~hydra.callbacks.comparison", "logger=wandb"]
+    done = drvae(tmp_path, "-m", *args, *TINY, swept)
     assert done.returncode == 0, done.stderr[-2000:]
+    ok, failed = read_run(sweep / "0"), read_run(sweep / "1")
+    assert ok["run"].run_id != failed["run"].run_id
+    for run, name, exit_code in ((ok, "4", 0), (failed, "-5", 1)):
+        assert run["run"].display_name == f"rebalance.per_grade={name}"
+        assert (run["run"].run_group, run["run"].job_type) == ("drvae/sweep", "classifier")
+        assert {"synthetic", "simulated"} <= set(run["run"].tags)
+        assert run["exit_code"] == exit_code
+    assert (sweep / "1" / "failed.json").is_file()
     results = json.loads((sweep / "0" / "results.json").read_text())
-    run = read_run(sweep / "0")
-    assert (run["run"].run_group, run["run"].job_type) == ("drvae/sweep", "classifier")
-    assert run["run"].display_name == "seed=1"
-    assert {"synthetic", "simulated"} <= set(run["run"].tags)
-    assert run["exit_code"] == 0
-    summary = {k: json.loads(v) for k, v in run["summary"].items()}
+    summary = {k: json.loads(v) for k, v in ok["summary"].items()}
     assert {k: summary[k] for k in results["metrics"]} == results["metrics"]
     vae = results["stages"]["vae"]["metrics"]
     assert summary["vae/val/elbo"] == vae["val/elbo"]
     classifier = results["stages"]["classifier"]["val_metrics"]
     assert summary["classifier/val/qwk"] == classifier["val/qwk"]
-    assert run["metrics"]["vae/*"] == "vae/step"
-    assert run["metrics"]["classifier/*"] == "classifier/step"
-    assert {"vae/train/loss_epoch", "classifier/train/loss_epoch"} <= run["history"]
-    assert summary["results/per_grade"]["nrows"] == 5
-    assert summary["results/confusion_matrix"]["_type"] == "image-file"
-    assert summary["results/synthetic_samples"]["count"] == 5
-    (synthetic,) = [a for a in run["artifacts"] if a.type == "synthetic-set"]
+    assert ok["metrics"]["vae/*"] == "vae/step"
+    assert ok["metrics"]["classifier/*"] == "classifier/step"
+    assert {"vae/train/loss_epoch", "classifier/train/loss_epoch"} <= ok["history"]
+    assert summary["results/per_grade/nrows"] == 5
+    assert summary["results/confusion_matrix/_type"] == "image-file"
+    assert summary["results/synthetic_samples/count"] == 5
+    (synthetic,) = [a for a in ok["artifacts"] if a.type == "synthetic-set"]
     generate = results["stages"]["generate"]
     assert synthetic.name == f"synthetic-{generate['key'][:12]}"
     assert json.loads(synthetic.metadata)["per_grade"] == generate["per_grade"]
@@ -143,3 +146,50 @@ print([type(logger).__name__ for logger in loggers], "wandb" in sys.modules)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "['CSVLogger'] False"
     assert not (tmp_path / "wandb").exists()
+
+
+def test_stage_metrics_and_results_reach_the_job_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process, without training: two stages' loggers log the same key apart, each on
+    its own step; the results' metrics, per-grade table and confusion matrix follow."""
+    from hydra import compose, initialize_config_module
+
+    from drvae.pipeline.training import make_loggers
+    from drvae.tracking import job_run
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", f"paths.output_dir={tmp_path}"])
+    grades = {g: 10 - g for g in range(5)}
+    results = {
+        "stages": {
+            "vae": {"metrics": {"val/elbo": -3.5}, "seconds": 1.0},
+            "classifier": {"val_metrics": {"val/qwk": 0.25}, "confusion_matrix": [[1] * 5] * 5},
+        },
+        "metrics": {"test/qwk": 0.5, "test/recall_grade0": 0.75},
+        "counts": {"train_real": grades, "train_synthetic": grades, "train_oversampled": {}},
+        "seconds": 2.0,
+    }
+    with job_run(cfg) as tracker:
+        for stage, loss in (("vae", 9.0), ("classifier", 1.5)):
+            (logger,) = make_loggers(cfg.logger, stage)
+            logger.log_metrics({"train/loss": loss}, step=3)
+        tracker.log_results(results)
+    run = read_run(tmp_path)
+    summary = {k: json.loads(v) for k, v in run["summary"].items()}
+    assert (run["run"].run_group, run["run"].job_type) == ("drvae", "classifier")
+    assert run["exit_code"] == 0
+    assert run["metrics"] == {"vae/*": "vae/step", "classifier/*": "classifier/step"}
+    assert {k: summary[k] for k in ("vae/train/loss", "classifier/train/loss", "vae/step")} == {
+        "vae/train/loss": 9.0,
+        "classifier/train/loss": 1.5,
+        "vae/step": 3,
+    }
+    assert summary["test/qwk"] == 0.5 and summary["seconds"] == 2.0
+    assert (summary["vae/val/elbo"], summary["classifier/val/qwk"]) == (-3.5, 0.25)
+    assert summary["results/per_grade/nrows"] == 5
+    assert summary["results/confusion_matrix_table/nrows"] == 5
