@@ -229,3 +229,17 @@ def test_the_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Joblib.Parallel" in done.stdout + done.stderr
     assert len(list(sweep.glob("*/results.json"))) == 2
+
+
+def test_a_failed_job_is_listed_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = drvae(
+        "-m", "stages=[vae]", *TINY, "vae.model.depth=9,3",
+        f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert done.returncode == 1  # the sweep ran every job, then says one failed
+    failed = json.loads((sweep / "0" / "failed.json").read_text())
+    assert failed["type"] == "ConfigError" and "depth" in failed["error"]
+    assert (sweep / "1" / "results.json").is_file()
+    assert "drvae: 1 of 2 jobs failed" in done.stderr
+    assert "depth" in (sweep / "report.md").read_text()

@@ -193,3 +193,20 @@ def test_stage_metrics_and_results_reach_the_job_run(
     assert (summary["vae/val/elbo"], summary["classifier/val/qwk"]) == (-3.5, 0.25)
     assert summary["results/per_grade/nrows"] == 5
     assert summary["results/confusion_matrix_table/nrows"] == 5
+
+
+def test_a_two_job_sweep_gives_two_results_two_offline_runs_and_a_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    done = drvae(
+        tmp_path, "-m", *TINY[:-2], "rebalance.per_grade=0,20", "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    for job in ("0", "1"):
+        results = json.loads((sweep / job / "results.json").read_text())
+        run = read_run(sweep / job)
+        assert run["exit_code"] == 0 and run["run"].job_type == "classifier"
+        assert json.loads(run["summary"]["test/qwk"]) == results["metrics"]["test/qwk"]
+    report = (sweep / "report.md").read_text()
+    assert "baseline: rebalance.per_grade=0" in report and "rebalance.per_grade=20" in report
+    assert (sweep / "report.csv").is_file() and (sweep / "confusion_matrices.png").is_file()
