@@ -189,6 +189,7 @@ def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> No
         ("data=aptos", DataError, "data.root"),
         ("generate.checkpoint=/nonexistent/vae.ckpt", CheckpointError, "checkpoint not found"),
         ("rebalance.per_grade=-5", ConfigError, "rebalance.per_grade: expected a count >= 0"),
+        ("optimized_metric=test/qwk", ConfigError, "optimized_metric: expected a validation"),
         ("rebalance.per_grade={7: 3}", ConfigError, "grade 7 is outside 0-4"),
         ("rebalance.per_grade=most", ConfigError, "unknown strategy 'most'"),
         ("rebalance.methods=[smote]", ConfigError, "rebalance.methods: unknown"),

@@ -146,4 +146,19 @@ def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
         _check_classifier(cfg)
     if "audit" in stages:
         _check_audit(cfg)
+    _check_optimized_metric(cfg, stages)
     return stages, user_checkpoints(cfg)
+
+
+def _check_optimized_metric(cfg: DictConfig, stages: list[str]) -> None:
+    """A search optimises a validation metric of a stage the job runs, never a test one."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return
+    stage, metric = ("vae", name[4:]) if name.startswith("vae/") else ("classifier", name)
+    if not metric.startswith("val/") or stage not in stages:
+        raise ConfigError(
+            f"optimized_metric: expected a validation metric of a stage this job runs "
+            f"(val/qwk, val/macro_f1, vae/val/elbo, ...), got {name!r}; a search never "
+            "looks at the test split"
+        )
