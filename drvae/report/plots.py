@@ -125,7 +125,9 @@ def confusion_matrices(groups: Groups, path: Path) -> str | None:
             images.append(confusion_image(np.sum(matrices, axis=0), title))
     if not images:
         return None
-    return _save_image(_tiles(images, nrow=min(len(images), 3)), path)
+    nrow = min(len(images), 3)
+    images += [np.full_like(images[0], 255)] * (-len(images) % nrow)  # white, not black, gaps
+    return _save_image(_tiles(images, nrow=nrow), path)
 
 
 def synthetic_sets(groups: Groups) -> dict[Path, tuple[list[str], Job]]:
