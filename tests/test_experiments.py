@@ -199,7 +199,7 @@ def test_the_corrected_sweep_may_reuse_the_folder_of_one_that_never_started(
     sweep = f"hydra.sweep.dir={tmp_path / 's'}"
     assert drvae("-m", "rebalance.per_grde=0,20", sweep).returncode != 0
     assert [p.name for p in (tmp_path / "s").iterdir()] == ["multirun.yaml"]
-    done = drvae("-m", "stages=[vae]", *TINY, f"paths.cache_dir={tmp_path / 'c'}", sweep)
+    done = drvae("-m", "stages=[vae]", FAST, *TINY, f"paths.cache_dir={tmp_path / 'c'}", sweep)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -234,7 +234,7 @@ def test_the_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path) -> 
 def test_a_failed_job_is_listed_and_the_sweep_goes_on(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     done = drvae(
-        "-m", "stages=[vae]", *TINY, "vae.model.depth=9,3",
+        "-m", "stages=[vae]", FAST, *TINY, "vae.model.depth=9,3",
         f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}",
     )  # fmt: skip
     assert done.returncode == 1  # the sweep ran every job, then says one failed
