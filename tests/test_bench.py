@@ -51,6 +51,8 @@ def test_an_unknown_group_is_refused(capsys) -> None:
 
 
 def test_peak_memory_sees_an_allocation_inside_the_block() -> None:
+    import time
+
     import numpy as np
 
     from drvae.bench.memory import PeakMemory, rss_mb
@@ -58,5 +60,6 @@ def test_peak_memory_sees_an_allocation_inside_the_block() -> None:
     before = rss_mb()
     with PeakMemory() as peak:
         block = np.ones((100, 2**20), dtype=np.uint8)  # 100 MB, touched
+        time.sleep(0.1)  # five sampling periods: the sampler must see it (flaked without)
         del block
     assert peak.figures()["peak_rss_mb"] >= before + 90
