@@ -51,7 +51,6 @@ LIGHTNING_ONLY = frozenset(
     {"_target_", "save_dir", "dir", "offline", "log_model", "prefix", "checkpoint_name"}
 )
 NOT_SETTINGS = ("paths.", "logger", "hydra")  # overrides left out of a single run's name
-SAMPLES_PER_GRADE = 8
 
 _open_run: Any = None  # the job's wandb Run while `job_run` holds it open
 
@@ -260,22 +259,17 @@ def samples(results: dict[str, Any]) -> dict[str, Any]:
     generate = results["stages"].get("generate") or {}
     if not generate.get("path"):
         return {}
-    import torch
     import wandb
 
-    from drvae.callbacks.vae_images import to_grid_image
-    from drvae.data.synthetic import read_manifest
-    from drvae.pipeline.synthetic_sources import read_synthetic_images
+    from drvae.report.plots import SAMPLES_PER_GRADE, first_per_grade, tiles
 
-    folder, size = Path(generate["path"]), results["config"]["data"]["image_size"]
-    images = []
-    for grade, n in read_manifest(folder)["per_grade"].items():
-        if n:
-            drawn = read_synthetic_images(folder, {int(grade): min(n, SAMPLES_PER_GRADE)}, size)
-            batch = torch.from_numpy(drawn.images).permute(0, 3, 1, 2).float() / 255
-            grid = to_grid_image(batch, nrow=SAMPLES_PER_GRADE)
-            images.append(wandb.Image(grid, caption=f"grade {grade}"))
-    return {"results/synthetic_samples": images} if images else {}
+    size = results["config"]["data"]["image_size"]
+    return {
+        "results/synthetic_samples": [
+            wandb.Image(tiles(list(images), nrow=SAMPLES_PER_GRADE), caption=f"grade {grade}")
+            for grade, images in first_per_grade(Path(generate["path"]), size).items()
+        ]
+    }
 
 
 def synthetic_artifact(generate: dict[str, Any]) -> Any:

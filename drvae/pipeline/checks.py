@@ -150,12 +150,18 @@ def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
     return stages, user_checkpoints(cfg)
 
 
+def optimized_metric_source(name: str) -> tuple[str, str]:
+    """(stage, metric) of an `optimized_metric`: `vae/val/elbo` is the VAE's, any other the
+    classifier's (val/qwk)."""
+    return ("vae", name.removeprefix("vae/")) if name.startswith("vae/") else ("classifier", name)
+
+
 def _check_optimized_metric(cfg: DictConfig, stages: list[str]) -> None:
     """A search optimises a validation metric of a stage the job runs, never a test one."""
     name = cfg.get("optimized_metric")
     if not name:
         return
-    stage, metric = ("vae", name[4:]) if name.startswith("vae/") else ("classifier", name)
+    stage, metric = optimized_metric_source(name)
     if not metric.startswith("val/") or stage not in stages:
         raise ConfigError(
             f"optimized_metric: expected a validation metric of a stage this job runs "

@@ -57,11 +57,14 @@ def objective(cfg: DictConfig, results: dict[str, Any]) -> float | None:
     name = cfg.get("optimized_metric")
     if not name:
         return None
-    stages = results["stages"]
-    stage, metric = (
-        ("vae", name.removeprefix("vae/")) if name.startswith("vae/") else ("classifier", name)
+    from drvae.pipeline.checks import optimized_metric_source  # imports torch: not at start-up
+
+    stage, metric = optimized_metric_source(name)
+    values = (
+        results["stages"]
+        .get(stage, {})
+        .get("val_metrics" if stage == "classifier" else "metrics", {})
     )
-    values = stages.get(stage, {}).get("val_metrics" if stage == "classifier" else "metrics", {})
     if not metric.startswith("val/") or metric not in values:
         known = ", ".join(sorted(values)) or f"none: the {stage} stage did not run"
         raise ConfigError(

@@ -43,7 +43,7 @@ def _save_image(image: np.ndarray, path: Path) -> str:
     return write_atomic(path, lambda tmp: Image.fromarray(image).save(tmp))
 
 
-def _tiles(images: list[np.ndarray], nrow: int) -> np.ndarray:
+def tiles(images: list[np.ndarray], nrow: int) -> np.ndarray:
     """Same-sized (H, W, 3) uint8 images -> one grid image, `nrow` a row."""
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2) / 255
     return to_grid_image(batch, nrow=nrow)
@@ -127,7 +127,7 @@ def confusion_matrices(groups: Groups, path: Path) -> str | None:
         return None
     nrow = min(len(images), 3)
     images += [np.full_like(images[0], 255)] * (-len(images) % nrow)  # white, not black, gaps
-    return _save_image(_tiles(images, nrow=nrow), path)
+    return _save_image(tiles(images, nrow=nrow), path)
 
 
 def synthetic_sets(groups: Groups) -> dict[Path, tuple[list[str], Job]]:
@@ -141,19 +141,25 @@ def synthetic_sets(groups: Groups) -> dict[Path, tuple[list[str], Job]]:
     return dict(list(sets.items())[:MAX_SETS])
 
 
-def sample_grid(folder: Path, image_size: int) -> tuple[np.ndarray, list[int]]:
-    """A grid of the set's first images of each grade (one row a grade) and the grades."""
+def first_per_grade(folder: Path, image_size: int) -> dict[int, np.ndarray]:
+    """Grade -> the set's first (at most SAMPLES_PER_GRADE) images of that grade, (n, S, S, 3)."""
     available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
     counts = {g: min(n, SAMPLES_PER_GRADE) for g, n in sorted(available.items())}
     if not counts:
         raise DataError(f"{folder}: an empty set")
     images = read_synthetic_images(folder, counts, image_size).images
-    blank = np.zeros_like(images[0])
-    rows, start = [], 0
-    for n in counts.values():
-        rows += [*images[start : start + n], *[blank] * (SAMPLES_PER_GRADE - n)]
-        start += n
-    return _tiles(rows, nrow=SAMPLES_PER_GRADE), list(counts)
+    ends = np.cumsum(list(counts.values()))
+    return dict(zip(counts, np.split(images, ends[:-1]), strict=True))
+
+
+def sample_grid(folder: Path, image_size: int) -> tuple[np.ndarray, list[int]]:
+    """A grid of the set's first images of each grade (one row a grade) and the grades."""
+    per_grade = first_per_grade(folder, image_size)
+    blank = np.zeros_like(next(iter(per_grade.values()))[0])
+    rows = []
+    for images in per_grade.values():
+        rows += [*images, *[blank] * (SAMPLES_PER_GRADE - len(images))]
+    return tiles(rows, nrow=SAMPLES_PER_GRADE), list(per_grade)
 
 
 def samples(groups: Groups, path: Path) -> str | None:
