@@ -127,12 +127,28 @@ def job_run(cfg: DictConfig) -> Iterator[JobTracker]:
     try:
         yield JobTracker(run)
     except BaseException:
-        run.finish(exit_code=1)
+        close_run(run, exit_code=1)
         raise
     else:
-        run.finish(exit_code=0)
+        close_run(run, exit_code=0)
     finally:
         _open_run = None
+
+
+def close_run(run: Any, exit_code: int) -> None:
+    """Finish `run` and return once its files are complete.
+
+    `run.finish` only informs wandb's service process that the run is over; the service
+    writes the run's transaction log (`run-*.wandb`, all an offline run has) from memory to
+    disk when it closes the run's stream, later. Until then the file holds its 7-byte header
+    alone, so a reader (or `wandb sync`) right after the job sees an empty run, and a job
+    killed in between loses it. Tearing the service down waits for that (a few ms); the next
+    job's `wandb.init` starts a new service.
+    """
+    import wandb
+
+    run.finish(exit_code=exit_code)
+    wandb.teardown(exit_code=exit_code)
 
 
 def open_run(cfg: DictConfig, node: DictConfig) -> Any:

@@ -67,6 +67,18 @@ def read_run(job: Path) -> dict[str, Any]:
     return found
 
 
+def wandb_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The default config with `logger=wandb`, offline, writing under `tmp_path`."""
+    from hydra import compose, initialize_config_module
+
+    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        return compose("config", overrides=["logger=wandb", f"paths.output_dir={tmp_path}"])
+
+
 def drvae(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     home = str(tmp_path / "wandb-home")
     wandb_env = ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")
@@ -153,17 +165,10 @@ def test_stage_metrics_and_results_reach_the_job_run(
 ) -> None:
     """In process, without training: two stages' loggers log the same key apart, each on
     its own step; the results' metrics, per-grade table and confusion matrix follow."""
-    from hydra import compose, initialize_config_module
-
     from drvae.pipeline.training import make_loggers
     from drvae.tracking import job_run
 
-    for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
-        cfg = compose("config", overrides=["logger=wandb", f"paths.output_dir={tmp_path}"])
+    cfg = wandb_config(tmp_path, monkeypatch)
     grades = {g: 10 - g for g in range(5)}
     results = {
         "stages": {
@@ -193,6 +198,25 @@ def test_stage_metrics_and_results_reach_the_job_run(
     assert (summary["vae/val/elbo"], summary["classifier/val/qwk"]) == (-3.5, 0.25)
     assert summary["results/per_grade/nrows"] == 5
     assert summary["results/confusion_matrix_table/nrows"] == 5
+
+
+def test_the_run_file_is_complete_when_the_job_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run.finish` only informs wandb's service, which writes the run's transaction log
+    out when it gets round to closing the stream (the flaky KeyError 'run' of issue #21: the
+    file held its header alone). Here the service is never informed, the slowest case made
+    certain: the job's run must still be on disk, whole, when `job_run` returns."""
+    from wandb.sdk.lib.service.service_connection import ServiceConnection
+
+    from drvae.tracking import job_run
+
+    monkeypatch.setattr(ServiceConnection, "inform_finish", lambda self, run_id: None)
+    with job_run(wandb_config(tmp_path, monkeypatch)) as tracker:
+        tracker.run.log({"loss": 1.0})
+    run = read_run(tmp_path)
+    assert run["run"].run_group == "drvae" and run["exit_code"] == 0
+    assert "loss" in run["history"]
 
 
 def test_a_two_job_sweep_gives_two_results_two_offline_runs_and_a_report(tmp_path: Path) -> None:
