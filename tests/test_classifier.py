@@ -248,15 +248,31 @@ def test_images_are_normalised_with_timms_data_config() -> None:
         assert torch.allclose(model(images), expected, atol=1e-5)
 
 
-def test_pretrained_weights_are_never_downloaded(tmp_path: Path) -> None:
-    with pytest.raises(PretrainedWeightsError, match="never downloads"):
+def test_a_pretrained_path_that_is_not_a_weights_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PretrainedWeightsError, match="is not a file; give a local weights"):
         GradeClassifier(MODEL, image_size=SIZE, pretrained="/nonexistent.pth")
-    with pytest.raises(PretrainedWeightsError, match="never downloads"):
+    with pytest.raises(PretrainedWeightsError, match="is not a file"):
         GradeClassifier(MODEL, image_size=SIZE, pretrained=str(tmp_path))  # a folder
     other = tmp_path / "other.pth"
     torch.save(timm.create_model("test_efficientnet").state_dict(), other)
     with pytest.raises(PretrainedWeightsError, match="does not hold test_resnet weights"):
         GradeClassifier(MODEL, image_size=SIZE, pretrained=str(other))
+
+
+@pytest.mark.parametrize("pretrained", [True, "hf-hub:timm/test_resnet.r160_in1k"])
+def test_hub_weights_offline_name_the_key_and_the_local_file_route(
+    pretrained: bool | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub route is timm's own (opt-in); offline (forced here: no network in tests) it
+    fails with the config key and the local-file alternative, not a hub traceback."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PretrainedWeightsError) as caught:
+        GradeClassifier(MODEL, image_size=SIZE, pretrained=pretrained)
+    message = str(caught.value)
+    assert message.startswith("classifier.model.pretrained: could not get timm's pretrained")
+    assert "classifier.model.pretrained=/path/to/weights" in message
 
 
 def test_pretrained_weights_load_from_a_local_file_with_a_new_head(tmp_path: Path) -> None:

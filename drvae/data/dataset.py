@@ -90,6 +90,25 @@ class EpochShuffle(Sampler[int]):
         return iter(order.tolist())
 
 
+class EpochBalanced(EpochShuffle):
+    """`n` draws with replacement, each grade equally likely (a class-balanced sampler, as
+    the DR competition solutions used): rare grades are seen as often as grade 0 without
+    any image being added to the training set. Depends on `seed` alone, like EpochShuffle."""
+
+    def __init__(self, grades: np.ndarray, seed: int) -> None:
+        super().__init__(len(grades), seed)
+        counts = np.bincount(grades, minlength=NUM_GRADES)
+        self.weights = torch.from_numpy(1.0 / counts[grades]).double()  # (N,)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        drawn = torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
+        return iter(drawn.tolist())
+
+
+SAMPLERS = {"shuffle": EpochShuffle, "balanced": EpochBalanced}
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of an epoch's training order and augmentation."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
@@ -101,6 +120,12 @@ def worker_context(num_workers: int) -> str | None:
     if num_workers and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return None
+
+
+def dataset_grades(dataset: Dataset) -> np.ndarray:
+    """(N,) grades of an ImageArray or a ConcatDataset of them, in index order."""
+    parts = getattr(dataset, "datasets", [dataset])
+    return np.concatenate([part.grades for part in parts]).astype(np.int64)
 
 
 class SyntheticSource(Protocol):
@@ -127,6 +152,8 @@ class FundusDataModule(L.LightningDataModule):
     `plan` rebalances the training split: `synthetic` supplies its synthetic images, and the
     oversampled duplicates are drawn with `seed`. `augment` applies to every training image,
     real or synthetic. `grades` restricts every split to those grades (one VAE per grade).
+    `sampler` orders the training images each epoch: "shuffle" (a permutation) or
+    "balanced" (drawn with replacement, every grade equally often); val and test are in order.
     """
 
     def __init__(
@@ -141,8 +168,14 @@ class FundusDataModule(L.LightningDataModule):
         augment: Augment | None = None,
         seed: int = 0,
         train_per_grade: tuple[int, int] | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(
+                f"classifier.sampler: expected one of {list(SAMPLERS)}, got {sampler!r}"
+            )
+        self.sampler = sampler
         # (n, seed): at most n real training images per grade, chosen with seed
         self.train_per_grade = train_per_grade
         self.cache, self.splits = cache, splits
@@ -211,6 +244,8 @@ class FundusDataModule(L.LightningDataModule):
         if hasattr(self.augment, "set_random_seed"):  # albumentations ignores global seeds
             self.augment.set_random_seed(seed)
         dataset = self.train_dataset(epoch)
+        if self.sampler == "balanced":
+            return self._loader(dataset, EpochBalanced(dataset_grades(dataset), seed))
         return self._loader(dataset, EpochShuffle(len(dataset), seed))
 
     def val_dataloader(self) -> DataLoader:

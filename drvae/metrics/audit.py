@@ -50,7 +50,7 @@ def classifier_outputs(
         for start in range(0, len(images), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
             logits = model(batch.permute(0, 3, 1, 2).to(model.device))  # (B, 3, S, S) uint8 in
-            probabilities.append(logits.float().softmax(dim=1).cpu())
+            probabilities.append(model.grade_probabilities(logits).cpu())  # argmax: its grade
     finally:
         hook.remove()
         model.train(was_training)
@@ -67,7 +67,7 @@ def classifier_features(
 def classifier_probabilities(
     model: GradeClassifier, images: np.ndarray, batch_size: int = 256
 ) -> Tensor:
-    """(N, K) softmax grade probabilities."""
+    """(N, K) grade probabilities (a regression or ordinal head's grade scores)."""
     return classifier_outputs(model, images, batch_size)[1]
 
 

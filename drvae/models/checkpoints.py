@@ -71,4 +71,5 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Gra
     # The trained weights are in the state dict: the pretrained file is not needed again.
     model = GradeClassifier(**{**checkpoint["hyper_parameters"], "pretrained": None})
     model.load_state_dict(checkpoint["state_dict"])
+    model.on_load_checkpoint(checkpoint)  # what is kept beside the weights (thresholds)
     return model.to(device).eval()

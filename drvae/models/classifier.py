@@ -23,7 +23,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
 from drvae.metrics.grading import confusion_matrix, grading_metrics
+from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds
 from drvae.models.classifier_loss import make_loss
+from drvae.models.grading_heads import grade_scores, head_loss, head_outputs
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae import to_unit
 
@@ -32,32 +34,50 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 
 class PretrainedWeightsError(ConfigError):
-    """`pretrained` names no readable local weights file (drvae never downloads)."""
+    """`classifier.model.pretrained` names weights that cannot be had: no such local file,
+    a file of another model, or a hub download that failed (offline)."""
+
+
+HUB_PREFIX = "hf-hub:"  # timm's own spelling of a Hugging Face hub model id
 
 
 def create_timm_model(
-    model_name: str, num_classes: int, pretrained: str | None, drop_rate: float
+    model_name: str, num_classes: int, pretrained: str | bool | None, drop_rate: float
 ) -> torch.nn.Module:
-    """`timm.create_model`, with pretrained weights only from the local file `pretrained`."""
+    """`timm.create_model` from scratch, from a local weights file, or (opt-in: `true`, or a
+    `hf-hub:` id) from timm's hub cache, which downloads where the machine is online."""
+    settings = {"num_classes": num_classes, "drop_rate": drop_rate}  # timm starts a new head
     if not pretrained:
-        return timm.create_model(model_name, num_classes=num_classes, drop_rate=drop_rate)
+        return timm.create_model(model_name, **settings)
+    if pretrained is True or str(pretrained).startswith(HUB_PREFIX):
+        return _from_hub(model_name if pretrained is True else str(pretrained), settings)
     path = Path(pretrained).expanduser()
     if not path.is_file():
         raise PretrainedWeightsError(
-            f"classifier.model.pretrained: {path} is not a file; drvae loads pretrained weights "
-            "only from a local file (.pth, .bin or .safetensors), it never downloads them"
+            f"classifier.model.pretrained: {path} is not a file; give a local weights file "
+            f"(.pth, .bin or .safetensors), true (timm's hub weights for {model_name}) or a "
+            f"'{HUB_PREFIX}<id>' model id"
         )
     try:
         return timm.create_model(
-            model_name,
-            pretrained=True,
-            pretrained_cfg_overlay={"file": str(path)},
-            num_classes=num_classes,  # timm drops a head of another size and starts it afresh
-            drop_rate=drop_rate,
+            model_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **settings
         )
     except (RuntimeError, KeyError, ValueError) as error:
         raise PretrainedWeightsError(
             f"classifier.model.pretrained: {path} does not hold {model_name} weights ({error})"
+        ) from None
+
+
+def _from_hub(name: str, settings: dict[str, Any]) -> torch.nn.Module:
+    """timm's pretrained weights through its hub cache (downloaded once, then offline)."""
+    try:
+        return timm.create_model(name, pretrained=True, **settings)
+    except (OSError, RuntimeError, ValueError) as error:  # offline: huggingface_hub's OSErrors
+        raise PretrainedWeightsError(
+            f"classifier.model.pretrained: could not get timm's pretrained weights for {name} "
+            f"({type(error).__name__}: {str(error)[:200]}). Offline, download them where the "
+            "machine is online (they land in timm's hub cache, ~/.cache/huggingface) or give a "
+            "local weights file: classifier.model.pretrained=/path/to/weights.safetensors"
         ) from None
 
 
@@ -69,8 +89,13 @@ class GradeClassifier(L.LightningModule):
         image_size: the size of the images the data delivers.
         input_size: the model's input size: None keeps `image_size`; "timm" takes the
             model's default from timm's data config; an int resizes to it.
-        pretrained: a local weights file; None trains from scratch.
-        loss: "ce" (cross-entropy) or "focal"; `class_weights` weighs either per grade.
+        pretrained: None trains from scratch; a local weights file; True (timm's hub
+            weights for `model_name`) or an "hf-hub:<id>": timm fetches them, online.
+        head: "classification", "regression" or "ordinal" (`drvae.models.grading_heads`).
+        fit_thresholds: regression head: refit the grade thresholds on the validation
+            images after each validation epoch, to maximise QWK (kept in the checkpoint).
+        loss: the classification head's, "ce" (cross-entropy) or "focal"; `class_weights`
+            weighs any head's loss per grade.
         label_smoothing: cross-entropy label smoothing (0 = off).
         focal_gamma: focusing exponent of the focal loss.
         drop_rate: dropout before the classifier head.
@@ -86,7 +111,9 @@ class GradeClassifier(L.LightningModule):
         image_size: int = 64,
         num_classes: int = NUM_GRADES,
         input_size: int | str | None = None,
-        pretrained: str | None = None,
+        pretrained: str | bool | None = None,
+        head: str = "classification",
+        fit_thresholds: bool = True,
         loss: str = "ce",
         class_weights: list[float] | None = None,
         label_smoothing: float = 0.0,
@@ -100,7 +127,8 @@ class GradeClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = create_timm_model(model_name, num_classes, pretrained, drop_rate)
+        outputs = head_outputs(head, num_classes)
+        self.net = create_timm_model(model_name, outputs, pretrained, drop_rate)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net = self.net.to(memory_format=self.memory_format)
         data_config = timm.data.resolve_model_data_config(self.net)
@@ -108,6 +136,11 @@ class GradeClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(data_config["mean"]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(data_config["std"]).view(1, 3, 1, 1))
         self.criterion = make_loss(loss, class_weights, label_smoothing, focal_gamma)
+        weights = None if class_weights is None else torch.tensor(class_weights).float()
+        self.register_buffer("class_weights", weights)
+        # Regression cut points: not a buffer, so that weight averaging (EMA) leaves them be;
+        # saved in and restored from the checkpoint by the hooks below.
+        self.thresholds = torch.tensor(DEFAULT_THRESHOLDS)
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.metrics = torch.nn.ModuleDict(
             {s: grading_metrics(f"{s}/", num_classes) for s in ("val", "test")}
@@ -117,6 +150,7 @@ class GradeClassifier(L.LightningModule):
             {s: confusion_matrix(num_classes) for s in ("val", "test")}
         )
         self.last_confusion: dict[str, Tensor] = {}  # per stage, the last epoch's matrix
+        self.epoch_outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self.test_outputs: list[tuple[Tensor, Tensor]] = []  # (probabilities, grades) batches
 
     @staticmethod
@@ -141,11 +175,20 @@ class GradeClassifier(L.LightningModule):
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return self.net(x)
 
+    def loss(self, outputs: Tensor, grades: Tensor) -> Tensor:
+        if self.hparams.head == "classification":
+            return self.criterion(outputs, grades)
+        return head_loss(self.hparams.head, outputs, grades, self.class_weights)
+
+    def grade_probabilities(self, outputs: Tensor) -> Tensor:
+        """(B, K) grade scores from the network's outputs; their argmax is the final grade."""
+        return grade_scores(self.hparams.head, outputs, self.thresholds)[0]
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, grades = batch
-        logits = self(images)
-        loss = self.criterion(logits, grades)
-        self.train_accuracy(logits, grades)
+        outputs = self(images)
+        loss = self.loss(outputs, grades)
+        self.train_accuracy(self.grade_probabilities(outputs.detach()), grades)
         # one Lightning log call per step (each costs about 1 ms); accuracy at epoch end
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
@@ -157,15 +200,36 @@ class GradeClassifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, grades = batch
-        logits = self(images)
-        self.losses[stage].update(self.criterion(logits, grades), len(grades))
-        probs = logits.float().softmax(dim=1)  # (B, K)
+        outputs = self(images)
+        self.losses[stage].update(self.loss(outputs, grades), len(grades))
+        # scored at the epoch's end: the regression thresholds may be refitted first
+        self.epoch_outputs[stage].append((outputs.detach().float(), grades.detach()))
+
+    def _refit_thresholds(self, outputs: Tensor, grades: Tensor) -> None:
+        """The cut points that maximise QWK on every process's validation outputs."""
+        if self.trainer.world_size > 1:  # the DistributedSampler pads: equal shapes
+            outputs, grades = self.all_gather(outputs).flatten(0, 1), self.all_gather(grades)
+            grades = grades.flatten(0, 1)
+        fitted = fit_thresholds(outputs[:, 0].cpu().numpy(), grades.cpu().numpy())
+        self.thresholds = torch.tensor(fitted)
+
+    def _score_epoch(self, stage: str) -> None:
+        outputs_list = self.epoch_outputs[stage]
+        self.epoch_outputs[stage] = []
+        if not outputs_list:
+            return
+        outputs, grades = (torch.cat(parts) for parts in zip(*outputs_list, strict=True))
+        hp = self.hparams
+        if stage == "val" and hp.head == "regression" and hp.fit_thresholds:
+            self._refit_thresholds(outputs, grades)
+        probs = self.grade_probabilities(outputs)  # (N, K); argmax = final grade
         self.metrics[stage].update(probs, grades)
         self.confusion[stage].update(probs, grades)
         if stage == "test":  # kept for the per-image predictions (paired comparisons)
-            self.test_outputs.append((probs.detach().cpu(), grades.detach().cpu()))
+            self.test_outputs.append((probs.cpu(), grades.cpu()))
 
     def _epoch_end(self, stage: str) -> None:
+        self._score_epoch(stage)
         values = self.metrics[stage].compute()  # torchmetrics syncs DDP processes' states
         qwk = values.pop(f"{stage}/qwk")
         self.log_dict(values, sync_dist=True)  # equal on every process: a no-op mean
@@ -198,13 +262,22 @@ class GradeClassifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).float().softmax(dim=1)  # (B, K) grade probabilities
+        return self.grade_probabilities(self(images))  # (B, K); argmax = final grade
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         return configure_optimizers(
-            self.parameters(), hp.optimizer or DEFAULT_OPTIMIZER, hp.scheduler, hp.monitor
+            self.parameters(),
+            hp.optimizer or DEFAULT_OPTIMIZER,
+            hp.scheduler,
+            hp.monitor,
+            total_steps=lambda: int(self.trainer.estimated_stepping_batches),
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["drvae"] = CHECKPOINT_KIND
+        checkpoint["grade_thresholds"] = self.thresholds.tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "grade_thresholds" in checkpoint:  # absent from checkpoints before the heads
+            self.thresholds = torch.tensor(checkpoint["grade_thresholds"])

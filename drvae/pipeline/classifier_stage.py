@@ -14,11 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from drvae.callbacks import ConfusionMatrixLogger
+from drvae.callbacks.ema import WarmupEMA
 from drvae.data.dataset import FundusDataModule, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_classifier
-from drvae.models.classifier import GradeClassifier
+from drvae.models.classifier import HUB_PREFIX, GradeClassifier
 from drvae.pipeline.data import PreparedData
 from drvae.pipeline.predictions import PREDICTIONS, write_predictions
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
@@ -40,7 +41,7 @@ def classifier_key(
     weights = c.model.get("pretrained")
     return config_key(
         "classifier",
-        sha256_file(Path(weights).expanduser()) if weights else None,  # the file, not its name
+        weights_key(c.model.model_name, weights),
         data.key,
         cfg.seed,
         c.model,
@@ -49,10 +50,30 @@ def classifier_key(
         c.batch_size,
         c.monitor,
         c.augment,
+        recipe_key_material(c),
         plan.key_material(),
         synthetic_key,
         trainer_key_material(cfg, "classifier"),
     )
+
+
+def weights_key(model_name: str, weights: str | bool | None) -> str | None:
+    """A local weights file by its contents (not its name); hub weights by their id."""
+    if not weights:
+        return None
+    if weights is True or str(weights).startswith(HUB_PREFIX):
+        return f"hub:{model_name if weights is True else weights}"
+    return sha256_file(Path(weights).expanduser())
+
+
+def recipe_key_material(c: DictConfig) -> dict[str, Any]:
+    """The training recipe's settings outside `model`, `optimizer` and `augment`."""
+    return {"sampler": c.get("sampler", "shuffle"), "ema_decay": c.get("ema_decay")}
+
+
+def training_callbacks(c: DictConfig) -> list[L.Callback]:
+    """EMA of the weights (`classifier.ema_decay`, warmed up): validated, kept and tested."""
+    return [WarmupEMA(decay=c.ema_decay)] if c.get("ema_decay") else []
 
 
 def build_classifier(
@@ -83,6 +104,7 @@ def _datamodule(
         synthetic=synthetic,
         augment=augment,
         seed=cfg.seed,
+        sampler=cfg.classifier.get("sampler", "shuffle"),
     )
 
 
@@ -99,7 +121,8 @@ def _train_and_test(
     confusion = ConfusionMatrixLogger()
     # The training loader is rebuilt each epoch (make_trainer): online synthetic images
     # are drawn anew then.
-    trainer = make_trainer(cfg, "classifier", label, log_root / label, [best, confusion])
+    callbacks = [best, confusion, *training_callbacks(cfg.classifier)]
+    trainer = make_trainer(cfg, "classifier", label, log_root / label, callbacks)
     n_train = sum(dm.plan.total.values())
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
     best_model = load_classifier(checkpoint)

@@ -1,0 +1,76 @@
+"""Output heads of the grading CNN: what the network predicts, its loss, and how its outputs
+become grade scores and final grades.
+
+- `classification`: 5 logits, softmax; the grade is the argmax.
+- `regression`: one score, the grade as a number (smooth L1); the grade is the score cut at
+  thresholds fitted on validation images to maximise QWK (the competition standard).
+- `ordinal`: 4 logits, P(grade > k) for k = 0..3 (binary cross-entropy per cut, Niu et al.
+  2016); cumulated monotone, the grade is the number of cuts passed with p > 0.5.
+
+Every head gives (B, 5) grade scores whose argmax IS the final grade, so metrics, confusion
+matrices, per-image predictions, the audit and the confidence filter all read the final grade
+the same way. For `classification` they are the softmax probabilities; for the others, half
+the mass on the final grade and half spread by the head's own soft distribution: ordered like
+the head's score (AUROC stays exact), but not calibrated probabilities.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from drvae.data.records import NUM_GRADES
+
+HEADS = ("classification", "regression", "ordinal")
+SOFTNESS = 0.25  # regression: width (in grades) of the soft assignment around thresholds
+
+
+def head_outputs(head: str, num_classes: int = NUM_GRADES) -> int:
+    """How many numbers the network outputs for `head`."""
+    sizes = {"classification": num_classes, "regression": 1, "ordinal": num_classes - 1}
+    if head not in sizes:
+        raise ValueError(f"classifier.model.head: expected one of {HEADS}, got {head!r}")
+    return sizes[head]
+
+
+def ordinal_targets(grades: Tensor, cuts: int) -> Tensor:
+    """(B,) grades -> (B, cuts) float targets [grade > k]."""
+    return (grades[:, None] > torch.arange(cuts, device=grades.device)).float()
+
+
+def head_loss(head: str, outputs: Tensor, grades: Tensor, weight: Tensor | None) -> Tensor:
+    """The regression and ordinal heads' losses; `weight` (K,) weighs each image by its grade."""
+    if head == "regression":
+        loss = F.smooth_l1_loss(outputs[:, 0], grades.float(), reduction="none")  # (B,)
+    else:
+        targets = ordinal_targets(grades, outputs.shape[1])
+        loss = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").sum(1)
+    if weight is None:
+        return loss.mean()
+    w = weight[grades]
+    return (w * loss).sum() / w.sum()
+
+
+def _mixed(soft: Tensor, grades: Tensor) -> Tensor:
+    """Half the mass on the final grade: its argmax is `grades`, its order the soft one's."""
+    return 0.5 * F.one_hot(grades, soft.shape[1]).float() + 0.5 * soft
+
+
+def grade_scores(head: str, outputs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 5) grade scores (argmax = final grade) and (B,) final grades."""
+    outputs = outputs.float()
+    if head == "classification":
+        probs = outputs.softmax(dim=1)
+        return probs, probs.argmax(dim=1)
+    if head == "regression":
+        score = outputs[:, :1]  # (B, 1)
+        above = torch.sigmoid((score - thresholds.to(score)) / SOFTNESS)  # (B, 4): P(> cut k)
+        grades = (score > thresholds.to(score)).sum(dim=1)
+    else:
+        above = torch.sigmoid(outputs).cummin(dim=1).values  # (B, 4), non-increasing
+        grades = (above > 0.5).sum(dim=1)
+    ones = torch.ones_like(above[:, :1])
+    cumulative = torch.cat([ones, above, 0 * ones], dim=1)  # (B, 6): P(> k - 1)
+    soft = (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0)  # (B, 5)
+    return _mixed(soft, grades), grades

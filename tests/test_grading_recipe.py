@@ -1,0 +1,226 @@
+"""The DR-grading recipe (issue #17): grade heads, QWK-fitted thresholds kept in the
+checkpoint, the class-balanced sampler, the warm-up + cosine schedule, EMA, and the
+`classifier=dr_recipe` config running end to end."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import quiet_trainer  # tests/ is on sys.path
+from sklearn.metrics import cohen_kappa_score
+from test_classifier import MODEL, SIZE, images_uint8, loader
+
+from drvae.callbacks.ema import WarmupEMA, warmup_ema
+from drvae.data.dataset import EpochBalanced, dataset_grades
+from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, qwk, to_grades
+from drvae.models.checkpoints import load_classifier, read_checkpoint
+from drvae.models.classifier import CHECKPOINT_KIND, GradeClassifier
+from drvae.models.grading_heads import grade_scores, head_loss, ordinal_targets
+from drvae.models.optim import WarmupCosine
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+# ------------------------------------------------------------------ thresholds
+
+
+def test_qwk_equals_scikit_learn() -> None:
+    rng = np.random.default_rng(0)
+    grades, predicted = rng.integers(0, 5, 300), rng.integers(0, 5, 300)
+    predicted[:150] = grades[:150]
+    expected = cohen_kappa_score(grades, predicted, weights="quadratic")
+    assert qwk(grades, predicted) == pytest.approx(expected, abs=1e-12)
+
+
+def test_fitted_thresholds_recover_a_shifted_scale() -> None:
+    """Scores on a stretched, shifted scale (grade g scores 2g + 3 + noise): plain rounding
+    grades them badly, the fitted cut points land between the groups and grade them all."""
+    rng = np.random.default_rng(1)
+    grades = rng.integers(0, 5, 500)
+    scores = 2 * grades + 3 + rng.uniform(-0.4, 0.4, 500)
+    assert qwk(grades, to_grades(scores, DEFAULT_THRESHOLDS)) < 0.5
+    fitted = fit_thresholds(scores, grades)
+    assert list(fitted) == sorted(fitted)
+    assert qwk(grades, to_grades(scores, fitted)) == 1.0
+    for g, cut in enumerate(fitted):
+        assert 2 * g + 3.4 <= cut <= 2 * g + 4.6
+
+
+def test_fitting_never_does_worse_than_rounding() -> None:
+    rng = np.random.default_rng(2)
+    grades = rng.integers(0, 5, 200)
+    scores = grades + rng.normal(0, 1.5, 200)
+    rounded = qwk(grades, to_grades(scores, DEFAULT_THRESHOLDS))
+    assert qwk(grades, to_grades(scores, fit_thresholds(scores, grades))) >= rounded
+
+
+# ------------------------------------------------------------------ heads
+
+
+@pytest.mark.parametrize("head", ["classification", "regression", "ordinal"])
+def test_grade_scores_argmax_is_the_final_grade(head: str) -> None:
+    outputs = {"classification": 5, "regression": 1, "ordinal": 4}[head]
+    raw = 3 * torch.randn(200, outputs, generator=torch.Generator().manual_seed(0))
+    scores, grades = grade_scores(head, raw, torch.tensor([0.3, 1.1, 2.6, 3.2]))
+    assert torch.equal(scores.argmax(dim=1), grades)
+    assert torch.allclose(scores.sum(dim=1), torch.ones(200))
+    assert scores.min() >= 0
+
+
+def test_regression_grades_are_the_score_cut_at_the_thresholds() -> None:
+    raw = torch.tensor([[-1.0], [0.5], [1.0], [2.0], [2.9], [9.0]])
+    _, grades = grade_scores("regression", raw, torch.tensor([0.4, 1.5, 2.5, 3.0]))
+    assert grades.tolist() == [0, 1, 1, 2, 3, 4]
+
+
+def test_referable_score_is_ordered_like_the_regression_score() -> None:
+    """AUROC of referable DR ranks by p2 + p3 + p4: it must follow the raw score exactly."""
+    raw = torch.linspace(-1, 5, 61)[:, None]
+    scores, _ = grade_scores("regression", raw, torch.tensor(DEFAULT_THRESHOLDS))
+    referable = scores[:, 2:].sum(dim=1)
+    assert bool((referable.diff() > 0).all())
+
+
+def test_ordinal_targets_and_loss() -> None:
+    grades = torch.tensor([0, 2, 4])
+    assert ordinal_targets(grades, 4).tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    right = torch.tensor([[-9.0] * 4, [9, 9, -9, -9], [9.0] * 4])
+    assert head_loss("ordinal", right, grades, None) < 1e-3
+    assert head_loss("ordinal", -right, grades, None) > 10
+
+
+def test_class_weights_weigh_the_regression_loss_per_grade() -> None:
+    outputs, grades = torch.tensor([[1.0], [1.0]]), torch.tensor([0, 4])  # errors 1 and 3
+    plain = head_loss("regression", outputs, grades, None)
+    heavy_four = head_loss("regression", outputs, grades, torch.tensor([1.0, 1, 1, 1, 3]))
+    assert plain == pytest.approx((0.5 + 2.5) / 2)
+    assert heavy_four == pytest.approx((0.5 + 3 * 2.5) / 4)
+
+
+@pytest.fixture(scope="module")
+def regression_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One epoch of a regression-head classifier with EMA; its checkpoint."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("regression")
+    L.seed_everything(0, workers=True)
+    model = GradeClassifier(MODEL, image_size=SIZE, head="regression")
+    trainer = quiet_trainer(callbacks=[WarmupEMA(decay=0.9)], default_root_dir=tmp)
+    trainer.fit(model, loader(24, seed=1, shuffle=True), loader(20, seed=2))
+    checkpoint = tmp / "classifier.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    torch.set_num_threads(threads)
+    return {"model": model, "checkpoint": checkpoint}
+
+
+def test_validation_refits_the_thresholds_and_the_checkpoint_keeps_them(regression_fit) -> None:
+    model = regression_fit["model"]
+    assert tuple(model.thresholds.tolist()) != DEFAULT_THRESHOLDS
+    loaded = load_classifier(regression_fit["checkpoint"])
+    assert torch.equal(loaded.thresholds, model.thresholds)
+    images = images_uint8(6, seed=5)
+    with torch.no_grad():
+        scores = loaded.predict_step((images, None), 0)
+        raw = loaded(images)[:, 0]
+    assert scores.argmax(1).tolist() == to_grades(raw.numpy(), loaded.thresholds.numpy()).tolist()
+
+
+def test_test_metrics_grade_with_the_fitted_thresholds(regression_fit) -> None:
+    """The test confusion matrix counts the thresholded grades, not a rounding."""
+    model = load_classifier(regression_fit["checkpoint"])
+    tested = quiet_trainer().test(model, loader(15, seed=3), verbose=False)[0]
+    images = torch.cat([batch[0] for batch in loader(15, seed=3)])
+    truth = torch.cat([batch[1] for batch in loader(15, seed=3)])
+    with torch.no_grad():
+        grades = to_grades(model(images)[:, 0].numpy(), model.thresholds.numpy())
+    expected = cohen_kappa_score(truth.numpy(), grades, weights="quadratic", labels=range(5))
+    assert tested["test/qwk"] == pytest.approx(expected, abs=1e-5)
+    assert model.last_confusion["test"].diagonal().sum() == int((grades == truth.numpy()).sum())
+
+
+# ------------------------------------------------------------------ sampler and schedule
+
+
+def test_balanced_sampler_draws_every_grade_equally_often() -> None:
+    grades = np.array([0] * 900 + [1] * 60 + [2] * 30 + [3] * 8 + [4] * 2)
+    drawn = list(EpochBalanced(grades, seed=3))
+    assert len(drawn) == len(grades) and drawn == list(EpochBalanced(grades, seed=3))
+    shares = np.bincount(grades[drawn], minlength=5) / len(drawn)
+    assert np.allclose(shares, 0.2, atol=0.04)
+    assert drawn != list(EpochBalanced(grades, seed=4))
+
+
+def test_dataset_grades_follow_a_concatenation(tmp_path: Path) -> None:
+    from torch.utils.data import ConcatDataset
+
+    from drvae.data.dataset import ImageArray
+
+    images = np.zeros((4, 2, 2, 3), np.uint8)
+    first = ImageArray(images, np.array([0, 1, 2, 3]), [3, 1])
+    second = ImageArray(images[:2], np.array([4, 4]))
+    assert dataset_grades(ConcatDataset([first, second])).tolist() == [3, 1, 4, 4]
+
+
+def test_warmup_cosine_rises_then_decays_to_its_floor() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, total_steps=100, warmup_fraction=0.1, min_lr_ratio=0.01)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
+    assert rates[-1] == pytest.approx(0.01, abs=0.01)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_the_dr_recipe_runs_end_to_end_and_grades_with_its_thresholds(tmp_path: Path) -> None:
+    """`classifier=dr_recipe` composes and runs (regression head, balanced sampler, warm-up
+    cosine, EMA, fundus augmentation); its test predictions are the thresholded grades of
+    the checkpoint it keeps, and every piece is in the stage's key."""
+    import csv
+
+    from test_pipeline import config
+
+    from drvae.pipeline.run import run
+
+    cfg = config(tmp_path / "cache", tmp_path / "out", "classifier=dr_recipe", "rebalance=none")
+    assert cfg.classifier.model.head == "regression" and cfg.classifier.sampler == "balanced"
+    results = run(cfg)
+    stage = results["stages"]["classifier"]
+    model = load_classifier(stage["path"])
+    assert model.hparams.head == "regression"
+    assert (
+        read_checkpoint(stage["path"], CHECKPOINT_KIND)["grade_thresholds"]
+        == model.thresholds.tolist()
+    )
+    with open(Path(stage["predictions"]), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(results["counts"]["test"].values())
+    matrix = np.zeros((5, 5), int)
+    for row in rows:
+        scores = [float(row[f"p{g}"]) for g in range(5)]
+        assert int(row["predicted"]) == int(np.argmax(scores))
+        matrix[int(row["grade"]), int(row["predicted"])] += 1
+    assert matrix.tolist() == stage["confusion_matrix"]
+    again = config(tmp_path / "cache", tmp_path / "out2", "classifier=dr_recipe", "rebalance=none")
+    again.classifier.sampler = "shuffle"
+    from drvae.pipeline.classifier_stage import recipe_key_material
+
+    assert recipe_key_material(again.classifier) != recipe_key_material(cfg.classifier)
+
+
+def test_the_ema_decay_warms_up_to_its_value() -> None:
+    """Update n moves the average by 1 - min(decay, (1 + n) / (10 + n)) of the gap."""
+    average = warmup_ema(0.99)
+    zero, one = torch.zeros(1), torch.ones(1)
+    assert float(average(zero, one, torch.tensor(0))) == pytest.approx(0.9)
+    assert float(average(zero, one, torch.tensor(1000))) == pytest.approx(0.01)
