@@ -224,3 +224,17 @@ def test_the_ema_decay_warms_up_to_its_value() -> None:
     zero, one = torch.zeros(1), torch.ones(1)
     assert float(average(zero, one, torch.tensor(0))) == pytest.approx(0.9)
     assert float(average(zero, one, torch.tensor(1000))) == pytest.approx(0.01)
+
+
+def test_test_time_augmentation_makes_the_grade_invariant_to_flips_and_turns() -> None:
+    """With tta, an image and any of its flips or quarter turns are graded alike (the
+    views are the same 8); without, a random network grades them apart."""
+    torch.manual_seed(0)
+    plain = GradeClassifier(MODEL, image_size=SIZE).eval()
+    averaged = GradeClassifier(MODEL, image_size=SIZE, tta=True).eval()
+    averaged.load_state_dict(plain.state_dict())
+    images = images_uint8(3, seed=7)
+    turned = torch.rot90(images, 1, dims=(2, 3)).flip(3)
+    with torch.no_grad():
+        assert torch.allclose(averaged.evaluate(images), averaged.evaluate(turned), atol=1e-5)
+        assert not torch.allclose(plain.evaluate(images), plain.evaluate(turned), atol=1e-5)

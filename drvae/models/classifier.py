@@ -101,6 +101,8 @@ class GradeClassifier(L.LightningModule):
         drop_rate: dropout before the classifier head.
         channels_last: NHWC memory format (faster convolutions on CPU and on tensor cores).
         compile: `torch.compile` the network for training (in place: checkpoints unchanged).
+        tta: test-time augmentation: validation, test and predictions average the outputs
+            over the 8 flips and quarter turns of each image (8x the evaluation cost).
         optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
         monitor: the validation metric the scheduler (if any) watches.
     """
@@ -121,6 +123,7 @@ class GradeClassifier(L.LightningModule):
         drop_rate: float = 0.0,
         channels_last: bool = True,
         compile: bool = False,
+        tta: bool = False,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         monitor: str = "val/qwk",
@@ -175,6 +178,15 @@ class GradeClassifier(L.LightningModule):
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return self.net(x)
 
+    def evaluate(self, images: Tensor) -> Tensor:  # (B, 3, S, S) uint8 -> (B, K) outputs
+        """The outputs graded at validation, test and prediction: with `tta`, their mean
+        over the 8 flips and quarter turns of the image (a fundus has no up or left)."""
+        if not self.hparams.tta:
+            return self(images)
+        turns = [torch.rot90(images, k, dims=(2, 3)) for k in range(4)]
+        views = torch.cat([*turns, *(t.flip(3) for t in turns)])  # (8B, 3, S, S)
+        return self(views).float().unflatten(0, (8, len(images))).mean(dim=0)
+
     def loss(self, outputs: Tensor, grades: Tensor) -> Tensor:
         if self.hparams.head == "classification":
             return self.criterion(outputs, grades)
@@ -200,7 +212,7 @@ class GradeClassifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, grades = batch
-        outputs = self(images)
+        outputs = self.evaluate(images)
         self.losses[stage].update(self.loss(outputs, grades), len(grades))
         # scored at the epoch's end: the regression thresholds may be refitted first
         self.epoch_outputs[stage].append((outputs.detach().float(), grades.detach()))
@@ -262,7 +274,7 @@ class GradeClassifier(L.LightningModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int) -> Tensor:
         images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self.grade_probabilities(self(images))  # (B, K); argmax = final grade
+        return self.grade_probabilities(self.evaluate(images))  # (B, K); argmax = its grade
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
