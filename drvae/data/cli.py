@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from drvae.data.cache import build_cache
-from drvae.data.inspect import format_summary, summarise
+from drvae.data.inspect import format_summary, summarise, unusable_summary
 from drvae.data.preprocess import PreprocessConfig
 from drvae.data.readers import READERS, read_dataset
-from drvae.data.records import DataError
+from drvae.data.records import DataError, NoUsableImages
 from drvae.data.splits import make_splits
 
 
@@ -57,7 +57,13 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    summary = summarise(_read(args, on_error="skip"), check_images=not args.no_images)
+    try:
+        result = _read(args, on_error="skip")
+    except NoUsableImages as error:  # --json still gives the problems; the exit status is 2
+        if args.json:
+            print(json.dumps(unusable_summary(args.source, error), indent=2))
+        raise
+    summary = summarise(result, check_images=not args.no_images)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 
 

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from drvae.data.preprocess import npz_array
-from drvae.data.records import Problem, ReadResult, Record
+from drvae.data.records import NUM_GRADES, NoUsableImages, Problem, ReadResult, Record
 
 
 def _image_size(record: Record) -> str:
@@ -43,6 +43,19 @@ def summarise(result: ReadResult, check_images: bool = True) -> dict[str, Any]:
         "image_sizes": dict(sizes.most_common()),
         "excluded": dict(result.excluded),
         "problems": [str(p) for p in problems],
+    }
+
+
+def unusable_summary(source: str, error: NoUsableImages) -> dict[str, Any]:
+    """The summary of a dataset with no usable image: its problems and exclusions, for
+    `inspect --json` to print before it exits with status 2."""
+    return {
+        "source": source,
+        "n_images": 0,
+        "per_grade": dict.fromkeys(range(NUM_GRADES), 0),
+        "excluded": dict(error.excluded),
+        "problems": [str(p) for p in error.problems],
+        "error": str(error).splitlines()[0],
     }
 
 
