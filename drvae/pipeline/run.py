@@ -192,7 +192,12 @@ class Run:
         start = time.perf_counter()
         data = prepare_data(self.cfg.data, self.store)
         counts = data.per_grade()
-        self.results["data"] = {"key": data.key, "cache": str(data.cache.folder), "counts": counts}
+        self.results["data"] = {
+            "key": data.key,
+            "cache": str(data.cache.folder),
+            "counts": counts,
+            "duplicates": data.duplicates,
+        }
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         plan = None
         if "classifier" in self.stages or generate_needs_plan:
