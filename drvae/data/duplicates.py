@@ -45,10 +45,18 @@ class ImageHashes:
     perceptual: list[str]
     index: list[int]  # the record each row hashes (images that could not be decoded have none)
 
+    def subset(self, indices: Sequence[int]) -> ImageHashes:
+        """The rows of these record indices only."""
+        wanted = set(int(i) for i in indices)
+        rows = [k for k, i in enumerate(self.index) if i in wanted]
+        exact, perceptual = [self.exact[k] for k in rows], [self.perceptual[k] for k in rows]
+        return ImageHashes(exact, perceptual, [self.index[k] for k in rows])
+
     def words(self) -> np.ndarray:
         """The pHashes as (N, HASH_SIZE**2 / 64) uint64 words."""
         raw = b"".join(bytes.fromhex(h) for h in self.perceptual)
-        return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(self.perceptual), -1)
+        words = np.frombuffer(raw, dtype=">u8").astype(np.uint64)
+        return words.reshape(len(self.perceptual), HASH_SIZE**2 // 64)
 
 
 def pixel_hashes(pixels: np.ndarray) -> tuple[str, str]:
@@ -91,19 +99,20 @@ def hash_records(records: Sequence[Record], workers: int = 1) -> tuple[ImageHash
     return hashes, problems
 
 
-def near_pairs(words: np.ndarray, max_distance: int) -> np.ndarray:
-    """(P, 2) index pairs i < j whose pHashes (N, W) words differ by at most `max_distance`
-    bits."""
-    n = len(words)
-    rows = max(1, PAIR_CELLS // max(n, 1))
-    pairs = []
-    for start in range(0, n, rows):
-        block = words[start : start + rows, None, :] ^ words[None, :, :]  # (R, N, W)
-        distance = np.bitwise_count(block).sum(axis=2, dtype=np.int32)  # (R, N)
+def near_pairs(words: np.ndarray, max_distance: int, other: np.ndarray | None = None) -> np.ndarray:
+    """(P, 2) index pairs whose pHashes ((N, W) uint64 words) differ by at most
+    `max_distance` bits: i < j within `words`, or (i in `words`, j in `other`)."""
+    against = words if other is None else other
+    rows = max(1, PAIR_CELLS // max(len(against), 1))
+    pairs = [np.zeros((0, 2), dtype=np.int64)]
+    for start in range(0, len(words), rows):
+        block = words[start : start + rows, None, :] ^ against[None, :, :]  # (R, M, W)
+        distance = np.bitwise_count(block).sum(axis=2, dtype=np.int32)  # (R, M)
         i, j = np.nonzero(distance <= max_distance)
         i += start
-        pairs.append(np.stack([i[i < j], j[i < j]], axis=1))
-    return np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
+        keep = i < j if other is None else slice(None)
+        pairs.append(np.stack([i[keep], j[keep]], axis=1))
+    return np.concatenate(pairs)
 
 
 def exact_pairs(exact: Sequence[str]) -> np.ndarray:
@@ -124,6 +133,18 @@ def duplicate_groups(hashes: ImageHashes, max_distance: int = NEAR_DISTANCE) -> 
     for index, label in zip(hashes.index, labels, strict=True):
         members.setdefault(int(label), []).append(index)
     return [m for m in members.values() if len(m) > 1]
+
+
+def matches(
+    outside: ImageHashes, inside: ImageHashes, max_distance: int = NEAR_DISTANCE
+) -> dict[int, int]:
+    """Record index of each `outside` image that duplicates an `inside` one -> that one's
+    record index (an external test image that is also a training image)."""
+    first = dict(zip(inside.exact, inside.index, strict=True))
+    found = {i: first[h] for h, i in zip(outside.exact, outside.index, strict=True) if h in first}
+    for a, b in near_pairs(outside.words(), max_distance, inside.words()):
+        found.setdefault(outside.index[a], inside.index[b])
+    return found
 
 
 def is_conflicting(group: Sequence[int], records: Sequence[Record]) -> bool:
