@@ -20,7 +20,7 @@ from drvae.pipeline.data import prepare_data
 from drvae.pipeline.predictions import PREDICTIONS, external_predictions, write_predictions
 from drvae.pipeline.run import run
 from drvae.pipeline.store import StageStore
-from drvae.report.table import compare, report
+from drvae.report.table import compare, csv_rows, report
 from drvae.tracking import summary
 
 N_EXTERNAL, N_COPIES = 40, 6
@@ -145,3 +145,8 @@ def test_the_report_has_a_table_per_external_set(tmp_path: Path) -> None:
     section = text.split("## External test set ext (100 images)")[1]
     assert "bootstrap over the ext images" in section
     assert "| qwk |" in section and "val/loss" not in section.split("## Failed")[0]
+    rows = csv_rows(found)
+    assert ["rebalance=oversample", "external/ext/test/qwk"] in [row[:2] for row in rows]
+    (tmp_path / "1" / external_predictions("ext")).unlink()
+    why = compare(tmp_path, replicates=50).external["ext"].no_ci["rebalance=oversample"]
+    assert why == f"no {external_predictions('ext')} in job 1"

@@ -76,9 +76,12 @@ class Job:
 
     @property
     def predictions(self) -> Path | None:
-        name = PREDICTIONS if self.test_set is None else external_predictions(self.test_set)
-        path = self.folder / name
+        path = self.folder / self.predictions_name
         return path if path.is_file() else None
+
+    @property
+    def predictions_name(self) -> str:
+        return PREDICTIONS if self.test_set is None else external_predictions(self.test_set)
 
     @property
     def synthetic_set(self) -> Path | None:

@@ -166,7 +166,8 @@ class Bootstrap:
         """Why there is no interval for these pairs (None when there is one)."""
         missing = {j.folder.name for pair in pairs for j in pair if j.predictions is None}
         if missing:
-            return "no test_predictions.csv in job " + ", ".join(sorted(missing, key=natural))
+            name = pairs[0][0].predictions_name
+            return f"no {name} in job " + ", ".join(sorted(missing, key=natural))
         try:
             differ = any(self.run(job)[0] != self.run(base)[0] for job, base in pairs)
         except DataError as error:

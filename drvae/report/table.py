@@ -234,8 +234,9 @@ def _number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-def csv_rows(found: Comparison) -> list[list[str]]:
-    """One row per setting and metric: setting, metric, n, mean, std, delta, ci_low, ci_high."""
+def csv_rows(found: Comparison, prefix: str = "") -> list[list[str]]:
+    """One row per setting and metric: setting, metric, n, mean, std, delta, ci_low, ci_high;
+    an external test set's metrics named `external/<set>/test/qwk`, ..."""
     rows = []
     for label, jobs in found.groups.items():
         for metric in TABLE_METRICS:
@@ -243,7 +244,9 @@ def csv_rows(found: Comparison) -> list[list[str]]:
             d = found.deltas.get(label, {}).get(metric, Delta(None))
             numbers = (mean, std, d.delta, d.low, d.high)
             if n:
-                rows.append([label, metric, str(n), *map(_number, numbers)])
+                rows.append([label, prefix + metric, str(n), *map(_number, numbers)])
+    for name, seen in found.external.items():
+        rows += csv_rows(seen, f"external/{name}/")
     return rows
 
 
