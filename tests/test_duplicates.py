@@ -15,7 +15,7 @@ from PIL import Image
 from drvae.data.cli import main
 from drvae.data.duplicates import ImageHashes, duplicate_groups, pixel_hashes
 from drvae.pipeline.data import prepare_data
-from drvae.pipeline.store import StageStore
+from drvae.pipeline.store import StageStore, config_key, plain
 
 N_DISTINCT = 24
 
@@ -169,3 +169,17 @@ def test_drop_conflicting_leaves_out_the_disagreeing_groups(copies: Path, tmp_pa
     )
     assert {"p1", "b_tif", "b_jpg"} & set(_split_of(dropped)) == {"p1"}
     assert dropped.key != data.key
+
+
+def test_without_duplicates_the_data_key_is_unchanged(tmp_path: Path) -> None:
+    root = tmp_path / "distinct"
+    write_dataset(root)
+    rows = (root / "labels.csv").read_text().splitlines()[: N_DISTINCT + 1]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")  # the photographs, no copies
+    prepared = [
+        prepare_data(data_config(root, tmp_path, f"data.duplicates={p}").data, StageStore(tmp_path))
+        for p in ("keep", "drop")
+    ]
+    split = plain(data_config(root, tmp_path).data.split)
+    before = config_key("data", prepared[0].cache.manifest["key"], split)  # the key's old form
+    assert [d.key for d in prepared] == [before, before]

@@ -133,5 +133,8 @@ def prepare_data(cfg: DictConfig, store: StageStore) -> PreparedData:
     duplicates.update(policy=policy, distance=distance, n_dropped=len(left_out))
     if groups:
         print(f"data: {duplicates}")
-    key = config_key("data", cache.manifest["key"], split, policy, distance)
+    # Without duplicates the splits are what they were before duplicates were looked for:
+    # so is the key, and stages stored under it stay valid.
+    material = (policy, distance) if groups else ()
+    key = config_key("data", cache.manifest["key"], split, *material)
     return PreparedData(cache, splits, key, cfg.image_size, hashes, duplicates)
