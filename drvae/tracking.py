@@ -221,13 +221,24 @@ def tags(cfg: DictConfig) -> list[str]:
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """The test metrics and seconds as in results.json; each stage's metrics and validation
-    metrics as `<stage>/<metric>` (vae/val/elbo, classifier/val/qwk), its seconds too."""
+    metrics as `<stage>/<metric>` (vae/val/elbo, classifier/val/qwk), its seconds too; the
+    external test sets' metrics."""
     values = {**results.get("metrics", {}), "seconds": results.get("seconds")}
     for stage, done in results["stages"].items():
         for part in ("metrics", "val_metrics"):
             values.update({f"{stage}/{k}": v for k, v in (done.get(part) or {}).items()})
         if "seconds" in done:
             values[f"{stage}/seconds"] = done["seconds"]
+    return values | external_summary(results)
+
+
+def external_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """Each external test set's metrics and image count as `external/<set>/qwk`, ..."""
+    values: dict[str, Any] = {}
+    for name, scored in (results.get("external") or {}).items():
+        metrics = {k.removeprefix("test/"): v for k, v in scored["metrics"].items()}
+        metrics |= {"n_images": scored["n_images"]}
+        values |= {f"external/{name}/{k}": v for k, v in metrics.items()}
     return values
 
 

@@ -7,8 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from conftest import APTOS
 
 from drvae.data.cli import main
+from drvae.data.readers import read_dataset
+from drvae.data.records import NoUsableImages
 
 if TYPE_CHECKING:
     from conftest import Layout
@@ -190,3 +193,40 @@ def test_simulate_refuses_bad_fractions(tmp_path, capsys) -> None:
     argv = ["simulate", "--out", str(tmp_path / "s"), "--n", "5", "--fractions", "0.5,x"]
     assert main(argv) == 2
     assert "--fractions '0.5,x': expected 5 numbers" in capsys.readouterr().err
+
+
+# --- errors when no row is usable -------------------------------------------------------
+
+
+def test_a_dataset_whose_only_row_is_bad_names_the_row_and_the_grade(aptos: Layout) -> None:
+    aptos.rewrite("id_code,diagnosis\n000c1434d8d7,7\n")
+    with pytest.raises(NoUsableImages) as error:
+        read_dataset("aptos", aptos.root, on_error="skip")
+    assert f"{aptos.label}:2: diagnosis '7' is outside 0-4; expected an integer 0-4" in str(
+        error.value
+    )
+
+
+def test_no_usable_images_lists_the_first_ten_problems_then_a_count(aptos: Layout) -> None:
+    aptos.rewrite("id_code,diagnosis\n" + "".join(f"{i},9\n" for i, _ in APTOS) + "a,x\nb,x\n")
+    with pytest.raises(NoUsableImages) as error:
+        read_dataset("aptos", aptos.root, on_error="skip")
+    lines = str(error.value).splitlines()
+    assert "12 problem(s)" in lines[0]
+    assert [line.split(": ")[0].strip() for line in lines[1:11]] == [
+        f"{aptos.label}:{n}" for n in range(2, 12)
+    ]
+    assert lines[11:] == ["  ... and 2 more"]
+    assert len(error.value.problems) == 12
+
+
+def test_inspect_json_of_a_dataset_with_no_usable_image(aptos: Layout, capsys) -> None:
+    aptos.rewrite("id_code,diagnosis\n000c1434d8d7,7\n")
+    assert main(["inspect", "--source", "aptos", "--root", str(aptos.root), "--json"]) == 2
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["n_images"] == 0
+    assert summary["problems"] == [
+        f"{aptos.label}:2: diagnosis '7' is outside 0-4; expected an integer 0-4"
+    ]
+    assert f"{aptos.label}:2: diagnosis '7'" in captured.err

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from drvae.data.duplicates import group_labels
 from drvae.data.records import DataError, Record
 from drvae.data.splits import make_splits
 
@@ -102,3 +103,52 @@ def test_bad_fractions_and_folds_are_refused() -> None:
         make_splits(records, n_folds=3, fold=3)
     with pytest.raises(DataError, match="patients cannot be split"):
         make_splits(make_records(2), test_fraction=0.1)
+
+
+# --- duplicate groups -------------------------------------------------------------------
+
+
+def _chains(n_groups: int, size: int, stride: int) -> list[list[int]]:
+    """Duplicate groups linking images of `size` different patients each."""
+    return [[g + k * stride for k in range(size)] for g in range(n_groups)]
+
+
+def _sides(splits) -> dict[int, str]:
+    return {int(i): name for name in ("train", "val", "test") for i in getattr(splits, name)}
+
+
+def test_duplicate_groups_never_cross_splits() -> None:
+    records = make_records(400)
+    groups = _chains(60, 4, 97)  # each links 4 distant patients' images
+    splits = make_splits(records, seed=0)
+    sides = _sides(splits)
+    assert any(len({sides[i] for i in g}) > 1 for g in groups)  # by patient alone they cross
+    grouped = make_splits(records, seed=0, groups=group_labels(groups, records))
+    sides = _sides(grouped)
+    assert all(len({sides[i] for i in g}) == 1 for g in groups)
+    assert len(sides) == len(records)  # every image still used
+    assert (
+        len(
+            {records[i].patient for i in grouped.test} & {records[i].patient for i in grouped.train}
+        )
+        == 0
+    )
+
+
+def test_without_duplicates_the_groups_are_the_patients() -> None:
+    records = make_records(200)
+    labels = group_labels([], records)
+    assert labels == [r.patient for r in records]
+    a, b = make_splits(records, seed=0), make_splits(records, seed=0, groups=labels)
+    assert np.array_equal(a.test, b.test) and np.array_equal(a.val, b.val)
+
+
+def test_an_official_split_dividing_a_group_puts_it_on_the_held_out_side() -> None:
+    records = make_records(50, split="train")[:60] + make_records(50, split="val")[60:80]
+    records += make_records(50, split="test")[80:]
+    groups = [[0, 90], [10, 70]]  # train + test copies, train + val copies
+    splits = make_splits(records, seed=0, groups=group_labels(groups, records))
+    sides = _sides(splits)
+    assert sides[0] == sides[90] == sides[1] == "test"  # image 1: image 0's patient's other eye
+    assert sides[10] == sides[70] == "val"
+    assert {records[i].split for i in splits.test} == {"train", "test"}

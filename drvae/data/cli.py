@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from drvae.data.cache import build_cache
-from drvae.data.inspect import format_summary, summarise
+from drvae.data.duplicates import NEAR_DISTANCE
+from drvae.data.inspect import find_duplicates, format_summary, summarise, unusable_summary
 from drvae.data.preprocess import PreprocessConfig
 from drvae.data.readers import READERS, read_dataset
-from drvae.data.records import DataError
+from drvae.data.records import DataError, NoUsableImages
 from drvae.data.splits import make_splits
 
 
@@ -57,7 +58,18 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    summary = summarise(_read(args, on_error="skip"), check_images=not args.no_images)
+    try:
+        result = _read(args, on_error="skip")
+    except NoUsableImages as error:  # --json still gives the problems; the exit status is 2
+        if args.json:
+            print(json.dumps(unusable_summary(args.source, error), indent=2))
+        raise
+    summary = summarise(result, check_images=not args.no_images)
+    if not args.no_images:  # finding duplicates decodes every image
+        duplicates, unreadable = find_duplicates(result.records, args.workers, args.near_distance)
+        summary.update(duplicates)
+        listed = {p.partition(": ")[0] for p in summary["problems"]}  # their origins
+        summary["problems"] += [str(p) for p in unreadable if p.origin not in listed]
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
 
 
@@ -131,7 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="per-grade counts, sizes, patients, problems")
     _dataset_args(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--no-images", action="store_true", help="skip reading image headers")
+    p.add_argument(
+        "--no-images", action="store_true", help="skip reading the images (and duplicates)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="decode processes for duplicates")
+    p.add_argument(
+        "--near-distance",
+        type=int,
+        default=NEAR_DISTANCE,
+        help=f"pHash bits (of 256) near-duplicates may differ by (default {NEAR_DISTANCE}; "
+        "-1: exact copies only)",
+    )
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("prepare", help="build the preprocessing cache")

@@ -8,8 +8,9 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from drvae.data.duplicates import NEAR_DISTANCE, describe, duplicate_groups, hash_records
 from drvae.data.preprocess import npz_array
-from drvae.data.records import Problem, ReadResult, Record
+from drvae.data.records import NUM_GRADES, NoUsableImages, Problem, ReadResult, Record
 
 
 def _image_size(record: Record) -> str:
@@ -46,6 +47,27 @@ def summarise(result: ReadResult, check_images: bool = True) -> dict[str, Any]:
     }
 
 
+def find_duplicates(
+    records: list[Record], workers: int, max_distance: int = NEAR_DISTANCE
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The duplicate groups as `describe` gives them, and the images that did not decode."""
+    hashes, problems = hash_records(records, workers)
+    return describe(duplicate_groups(hashes, max_distance), records), problems
+
+
+def unusable_summary(source: str, error: NoUsableImages) -> dict[str, Any]:
+    """The summary of a dataset with no usable image: its problems and exclusions, for
+    `inspect --json` to print before it exits with status 2."""
+    return {
+        "source": source,
+        "n_images": 0,
+        "per_grade": dict.fromkeys(range(NUM_GRADES), 0),
+        "excluded": dict(error.excluded),
+        "problems": [str(p) for p in error.problems],
+        "error": str(error).splitlines()[0],
+    }
+
+
 def format_summary(summary: dict[str, Any], max_problems: int = 20) -> str:
     """The summary as lines a person reads."""
     n = summary["n_images"]
@@ -60,9 +82,26 @@ def format_summary(summary: dict[str, Any], max_problems: int = 20) -> str:
         lines.append(f"  image sizes: {shown}{' ...' if len(sizes) > 5 else ''}")
     for reason, count in summary["excluded"].items():
         lines.append(f"  excluded: {count} {reason}")
+    if "duplicates" in summary:
+        lines += _duplicate_lines(summary, max_problems)
     problems = summary["problems"]
     lines.append(f"  problems: {len(problems)}")
     lines += [f"    {p}" for p in problems[:max_problems]]
     if len(problems) > max_problems:
         lines.append(f"    ... and {len(problems) - max_problems} more (see --json)")
     return "\n".join(lines)
+
+
+def _duplicate_lines(summary: dict[str, Any], most: int) -> list[str]:
+    groups = summary["duplicates"]
+    lines = [
+        f"  duplicate groups: {summary['n_duplicate_groups']} "
+        f"({summary['n_conflicting_groups']} with conflicting grades)"
+    ]
+    for group in groups[:most]:
+        members = zip(group["ids"], group["grades"], group["splits"], strict=True)
+        cells = [f"{i} (grade {g}{', ' + s if s else ''})" for i, g, s in members]
+        lines.append("    " + ", ".join(cells))
+    if len(groups) > most:
+        lines.append(f"    ... and {len(groups) - most} more (see --json)")
+    return lines

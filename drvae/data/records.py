@@ -19,6 +19,25 @@ class DataError(ValueError):
     """Bad input: the message names the file (and row) and says what was expected."""
 
 
+SHOWN_PROBLEMS = 10  # an error lists this many problems, then a count of the rest
+
+
+class NoUsableImages(DataError):
+    """Every row was bad or excluded: the message lists the problems (the first ten, then a
+    count); `problems` and `excluded` keep them all for a caller that reports them itself."""
+
+    def __init__(
+        self, root: Path, source: str, problems: list[Problem], excluded: Counter[str]
+    ) -> None:
+        self.problems, self.excluded = problems, excluded
+        lines = [f"{root}: no usable images found for source {source!r}"]
+        lines[0] += f" ({len(problems)} problem(s), excluded {dict(excluded)})"
+        lines += [f"  {p}" for p in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:
+            lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS} more")
+        super().__init__("\n".join(lines))
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One graded fundus image.

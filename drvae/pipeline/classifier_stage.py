@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import Tensor
 
 from drvae.callbacks import ConfusionMatrixLogger
 from drvae.callbacks.ema import WarmupEMA
@@ -108,6 +109,16 @@ def _datamodule(
     )
 
 
+def test_scores(
+    trainer: L.Trainer, model: GradeClassifier, dm: FundusDataModule
+) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Test `model` on `dm`'s test split: its `test/...` metrics, and per image (N, K)
+    probabilities and (N,) true grades. External test sets are scored through this too."""
+    tested = trainer.test(model, datamodule=dm, verbose=False)[0]
+    probs, grades = model.test_predictions()
+    return tested, probs, grades
+
+
 def _train_and_test(
     cfg: DictConfig,
     dm: FundusDataModule,
@@ -127,8 +138,7 @@ def _train_and_test(
     checkpoint, fit = fit_keeping_best(trainer, model, dm, best, n_train, cfg.classifier.batch_size)
     best_model = load_classifier(checkpoint)
     scorer = evaluator(cfg, "classifier", label, trainer, [confusion])
-    tested = scorer.test(best_model, datamodule=dm, verbose=False)[0]
-    probs, grades = best_model.test_predictions()
+    tested, probs, grades = test_scores(scorer, best_model, dm)
     # all test images, in order; a prefix of them under fast_dev_run or limit_test_batches
     test_ids = [dm.cache.records[i].image_id for i in dm.indices("test")[: len(grades)]]
     write_predictions(predictions, test_ids, probs, grades)

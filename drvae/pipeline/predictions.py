@@ -16,6 +16,11 @@ from drvae.data.records import DataError
 PREDICTIONS = "test_predictions.csv"
 
 
+def external_predictions(name: str) -> str:
+    """The file name of an external test set's predictions, in the run folder."""
+    return f"external_{name}_predictions.csv"
+
+
 def write_predictions(path: Path, image_ids: list[str], probs: Tensor, grades: Tensor) -> None:
     if len(image_ids) != len(grades):
         raise ValueError(f"{len(image_ids)} test images but {len(grades)} predictions")

@@ -26,6 +26,7 @@ from drvae.pipeline.checks import check_config
 from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.confidence import confident_synthetic
 from drvae.pipeline.data import PreparedData, prepare_data
+from drvae.pipeline.external import check_test_sets, score_external
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.predictions import PREDICTIONS
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
@@ -65,6 +66,7 @@ class Run:
                 f"{self.out / RESULTS} exists: an earlier run's output is never overwritten"
             )
         self.stages, self.user_vaes = check_config(cfg)
+        check_test_sets(cfg)
         self.store = StageStore(cfg.paths.cache_dir)
         self.results: dict[str, Any] = {"stages": {}}
         self.generated: StageResult | None = None
@@ -192,7 +194,12 @@ class Run:
         start = time.perf_counter()
         data = prepare_data(self.cfg.data, self.store)
         counts = data.per_grade()
-        self.results["data"] = {"key": data.key, "cache": str(data.cache.folder), "counts": counts}
+        self.results["data"] = {
+            "key": data.key,
+            "cache": str(data.cache.folder),
+            "counts": counts,
+            "duplicates": data.duplicates,
+        }
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         plan = None
         if "classifier" in self.stages or generate_needs_plan:
@@ -207,6 +214,10 @@ class Run:
             if "predictions" in result.info:
                 self.out.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(result.info["predictions"], self.out / PREDICTIONS)
+            if self.cfg.get("test_sets"):
+                checkpoint = Path(result.info["path"])
+                external = score_external(self.cfg, data, checkpoint, self.store, self.out)
+                self.results["external"] = external
             self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
             self.results["rebalance"] = {
                 "methods": list(plan.methods) or ["none"],

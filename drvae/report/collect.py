@@ -5,12 +5,12 @@ settings (what was swept, seeds apart)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from drvae.pipeline.main import FAILED
-from drvae.pipeline.predictions import PREDICTIONS
+from drvae.pipeline.predictions import PREDICTIONS, external_predictions
 
 RESULTS = "results.json"
 EXPECTED = "expected job folders with results.json, made by `drvae -m ...`"
@@ -27,6 +27,15 @@ class Job:
     folder: Path
     results: dict[str, Any] | None
     failure: dict[str, Any] | None = None
+    test_set: str | None = None  # None: the test split; else the external test set seen
+
+    def on(self, test_set: str) -> Job:
+        """This job as its scores on an external test set show it."""
+        return replace(self, test_set=test_set)
+
+    @property
+    def external_sets(self) -> list[str]:
+        return list((self.results or {}).get("external") or {})
 
     @property
     def overrides(self) -> list[str]:
@@ -51,6 +60,9 @@ class Job:
     def metric(self, name: str) -> float | None:
         """A test metric (`test/...`) or the classifier's validation metric (`val/...`)."""
         results = self.results or {}
+        if self.test_set is not None:  # an external set has test metrics only
+            external = results.get("external", {}).get(self.test_set, {})
+            return external.get("metrics", {}).get(name)
         if name.startswith("val/"):
             classifier = results.get("stages", {}).get("classifier", {})
             return classifier.get("val_metrics", {}).get(name)
@@ -64,8 +76,12 @@ class Job:
 
     @property
     def predictions(self) -> Path | None:
-        path = self.folder / PREDICTIONS
+        path = self.folder / self.predictions_name
         return path if path.is_file() else None
+
+    @property
+    def predictions_name(self) -> str:
+        return PREDICTIONS if self.test_set is None else external_predictions(self.test_set)
 
     @property
     def synthetic_set(self) -> Path | None:

@@ -143,11 +143,12 @@ class Bootstrap:
 
     def run(self, job: Job) -> tuple[list[str], dict[str, np.ndarray]]:
         """(test image ids, metric -> (B,) values on the resamples) of one job."""
-        if job.folder not in self._runs:
+        key = (job.folder, job.test_set)
+        if key not in self._runs:
             ids, grades, probs = read_predictions(job.predictions)
             counts = confusion_counts(grades, probs.argmax(1), self.index(len(ids)), probs.shape[1])
-            self._runs[job.folder] = ids, confusion_metrics(counts)
-        return self._runs[job.folder]
+            self._runs[key] = ids, confusion_metrics(counts)
+        return self._runs[key]
 
     def interval(
         self, pairs: list[tuple[Job, Job]], metric: str
@@ -165,7 +166,8 @@ class Bootstrap:
         """Why there is no interval for these pairs (None when there is one)."""
         missing = {j.folder.name for pair in pairs for j in pair if j.predictions is None}
         if missing:
-            return "no test_predictions.csv in job " + ", ".join(sorted(missing, key=natural))
+            name = pairs[0][0].predictions_name
+            return f"no {name} in job " + ", ".join(sorted(missing, key=natural))
         try:
             differ = any(self.run(job)[0] != self.run(base)[0] for job, base in pairs)
         except DataError as error:

@@ -52,6 +52,7 @@ class Comparison:
     baseline_note: str
     deltas: dict[str, dict[str, Delta]] = field(default_factory=dict)
     no_ci: dict[str, str] = field(default_factory=dict)
+    external: dict[str, Comparison] = field(default_factory=dict)  # per external test set
 
 
 def compare(root: Path, replicates: int = 1000) -> Comparison:
@@ -67,13 +68,25 @@ def compare(root: Path, replicates: int = 1000) -> Comparison:
             f"failed.json; {len(jobs) - failed} left no results.json)"
         )
     baseline, note = find_baseline(groups)
-    found = Comparison(Path(root), jobs, groups, baseline, note)
-    if baseline is not None:
-        boot = Bootstrap(replicates)
-        for label, group in groups.items():
-            if label != baseline:
-                found.deltas[label], why = deltas(group, groups[baseline], boot, BOOTSTRAPPED)
-                found.no_ci |= {label: why} if why else {}
+    boot = Bootstrap(replicates)
+    found = _with_deltas(Comparison(Path(root), jobs, groups, baseline, note), boot)
+    names = sorted({name for job in jobs for name in job.external_sets})
+    for name in names:  # the same settings and baseline, seen on each external set
+        on = {label: [j.on(name) for j in group] for label, group in groups.items()}
+        seen = Comparison(found.root, [j.on(name) for j in jobs], on, baseline, note)
+        found.external[name] = _with_deltas(seen, boot)
+    return found
+
+
+def _with_deltas(found: Comparison, boot: Bootstrap) -> Comparison:
+    """`found` with each setting's differences to the baseline filled in."""
+    if found.baseline is None:
+        return found
+    for label, group in found.groups.items():
+        if label != found.baseline:
+            base = found.groups[found.baseline]
+            found.deltas[label], why = deltas(group, base, boot, BOOTSTRAPPED)
+            found.no_ci |= {label: why} if why else {}
     return found
 
 
@@ -130,6 +143,18 @@ def delta_table(found: Comparison, replicates: int) -> str:
         + _table(["metric", *labels], rows)
         + "\n\n"
         + ("\n".join(f"- {n}" for n in notes))
+    )
+
+
+def external_section(name: str, seen: Comparison, replicates: int) -> str:
+    """An external test set's metrics per setting and differences to the baseline."""
+    n = {j.results["external"][name]["n_images"] for j in seen.jobs if name in j.external_sets}
+    return "\n\n".join(
+        [
+            f"## External test set {name} ({', '.join(map(str, sorted(n)))} images)",
+            settings_table(seen),
+            delta_table(seen, replicates).replace("the test images", f"the {name} images"),
+        ]
     )
 
 
@@ -191,6 +216,7 @@ def markdown(
         settings_table(found),
         "## Difference to the baseline",
         delta_table(found, replicates),
+        *(external_section(name, seen, replicates) for name, seen in found.external.items()),
         job_lists(found),
         _figures(figures),
         "## Per job",
@@ -208,8 +234,9 @@ def _number(value: float | None) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.6g}"
 
 
-def csv_rows(found: Comparison) -> list[list[str]]:
-    """One row per setting and metric: setting, metric, n, mean, std, delta, ci_low, ci_high."""
+def csv_rows(found: Comparison, prefix: str = "") -> list[list[str]]:
+    """One row per setting and metric: setting, metric, n, mean, std, delta, ci_low, ci_high;
+    an external test set's metrics named `external/<set>/test/qwk`, ..."""
     rows = []
     for label, jobs in found.groups.items():
         for metric in TABLE_METRICS:
@@ -217,7 +244,9 @@ def csv_rows(found: Comparison) -> list[list[str]]:
             d = found.deltas.get(label, {}).get(metric, Delta(None))
             numbers = (mean, std, d.delta, d.low, d.high)
             if n:
-                rows.append([label, metric, str(n), *map(_number, numbers)])
+                rows.append([label, prefix + metric, str(n), *map(_number, numbers)])
+    for name, seen in found.external.items():
+        rows += csv_rows(seen, f"external/{name}/")
     return rows
 
 

@@ -14,7 +14,7 @@ from drvae.data.readers.kaggle import read_aptos, read_eyepacs
 from drvae.data.readers.messidor2 import read_messidor2
 from drvae.data.readers.retinamnist import read_retinamnist
 from drvae.data.readers.synthetic import read_synthetic
-from drvae.data.records import DataError, OnError, ProblemLog, ReadResult
+from drvae.data.records import DataError, NoUsableImages, OnError, ProblemLog, ReadResult
 
 READERS: dict[str, Callable[..., ReadResult]] = {
     "aptos": read_aptos,
@@ -52,10 +52,7 @@ def read_dataset(
     result = reader(root, log, **options)
     result.problems = log.problems  # the readers report through the log only
     if not result.records:
-        raise DataError(
-            f"{root}: no usable images found for source {source!r} "
-            f"({len(result.problems)} problem(s), excluded {dict(result.excluded)})"
-        )
+        raise NoUsableImages(root, source, result.problems, result.excluded)
     return result
 
 

@@ -90,7 +90,7 @@ def parse_grade(text: str, origin: str, log: ProblemLog, column: str = "grade") 
         log.report(origin, f"{column} {text!r} is not a number; expected an integer 0-4")
         return None
     if not value.is_integer() or not 0 <= value < NUM_GRADES:
-        log.report(origin, f"{column} {text!r} is outside 0-4")
+        log.report(origin, f"{column} {text!r} is outside 0-4; expected an integer 0-4")
         return None
     return int(value)
 
