@@ -16,7 +16,7 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
 from drvae.data.synthetic import write_synthetic_set
 from drvae.pipeline.predictions import write_predictions
-from drvae.report.collect import collect, job_labels, settings
+from drvae.report.collect import NothingToReport, collect, job_labels, settings
 from drvae.report.hydra_callback import PrintComparison
 from drvae.report.stats import (
     Bootstrap,
@@ -271,3 +271,22 @@ def test_jobs_without_test_metrics_still_get_a_report(tmp_path: Path) -> None:
 def test_the_markdown_alone_writes_nothing(sweep: Path) -> None:
     assert "| qwk | 0.550 ± 0.071 | 0.720 ± 0.028 |" in report(sweep)
     assert not (sweep / "report.md").exists() and not list(sweep.glob("*.png"))
+
+
+def test_a_baseline_chosen_by_label_compares_settings_that_all_add_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two graders, neither rebalancing: no baseline by default; `--baseline` names one and
+    the other gets its paired interval (better on every image: above zero)."""
+    for seed in (0, 1):
+        for i, (grader, predicted) in enumerate(
+            (("resnet10t", np.clip(GRADES + 1, 0, 4)), ("dr_recipe", GRADES))
+        ):
+            overrides = [f"classifier={grader}", "rebalance=none", f"seed={seed}"]
+            write_job(tmp_path / f"{seed}{i}", overrides, None, predicted=predicted)
+    assert compare(tmp_path, 200).baseline is None
+    found = compare(tmp_path, 200, baseline="classifier=resnet10t")
+    assert found.baseline == "classifier=resnet10t"
+    assert found.deltas["classifier=dr_recipe"]["test/qwk"].low > 0
+    with pytest.raises(NothingToReport, match="settings: classifier=dr_recipe; classifier=res"):
+        compare(tmp_path, 200, baseline="classifier=nope")

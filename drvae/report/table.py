@@ -55,8 +55,9 @@ class Comparison:
     external: dict[str, Comparison] = field(default_factory=dict)  # per external test set
 
 
-def compare(root: Path, replicates: int = 1000) -> Comparison:
-    """Read the sweep and compare its settings; NothingToReport when no job finished."""
+def compare(root: Path, replicates: int = 1000, baseline: str | None = None) -> Comparison:
+    """Read the sweep and compare its settings against `baseline` (a setting's label), by
+    default the one whose rebalancing adds nothing; NothingToReport when no job finished."""
     jobs = collect(root)
     if not jobs:
         raise NothingToReport(f"{root}: no job folder under it ({EXPECTED})")
@@ -67,7 +68,7 @@ def compare(root: Path, replicates: int = 1000) -> Comparison:
             f"{root}: none of its {len(jobs)} jobs finished ({failed} failed, see their "
             f"failed.json; {len(jobs) - failed} left no results.json)"
         )
-    baseline, note = find_baseline(groups)
+    baseline, note = chosen_baseline(groups, baseline) if baseline else find_baseline(groups)
     boot = Bootstrap(replicates)
     found = _with_deltas(Comparison(Path(root), jobs, groups, baseline, note), boot)
     names = sorted({name for job in jobs for name in job.external_sets})
@@ -76,6 +77,15 @@ def compare(root: Path, replicates: int = 1000) -> Comparison:
         seen = Comparison(found.root, [j.on(name) for j in jobs], on, baseline, note)
         found.external[name] = _with_deltas(seen, boot)
     return found
+
+
+def chosen_baseline(groups: dict[str, list[Job]], label: str) -> tuple[str, str]:
+    """The setting named on the command line (`--baseline`), or NothingToReport naming the
+    settings there are (e.g. comparing graders, whose rebalancing all adds nothing)."""
+    if label not in groups:
+        known = "; ".join(sorted(groups))
+        raise NothingToReport(f"--baseline {label!r} is not a setting here (settings: {known})")
+    return label, f"baseline: {label} (chosen with --baseline)"
 
 
 def _with_deltas(found: Comparison, boot: Bootstrap) -> Comparison:
@@ -255,13 +265,15 @@ def _write_csv(path: Path, rows: list[list[str]]) -> None:
         csv.writer(f).writerows([CSV_COLUMNS, *rows])
 
 
-def write_report(root: Path, replicates: int = 1000) -> tuple[str, list[Path]]:
+def write_report(
+    root: Path, replicates: int = 1000, baseline: str | None = None
+) -> tuple[str, list[Path]]:
     """Compare the sweep under `root` and write report.md, report.csv and the figures into
     it; returns the Markdown and the paths written."""
     from drvae.report.plots import write_plots  # matplotlib and torch: only when writing
 
     root = Path(root)
-    found = compare(root, replicates)
+    found = compare(root, replicates, baseline)
     figures = write_plots(found.groups, root)
     text = markdown(found, replicates, figures)
     names = [
@@ -278,11 +290,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--bootstrap", type=int, default=1000, metavar="N", help="bootstrap replicates"
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="LABEL",
+        help="the setting the others are compared with, as the report labels it (default: "
+        "the one whose rebalancing adds nothing), e.g. 'classifier=resnet10t'",
+    )
     args = parser.parse_args(argv)
     if args.bootstrap < 1:
         parser.error("--bootstrap: at least 1 replicate")
     try:
-        text, written = write_report(args.folder, args.bootstrap)
+        text, written = write_report(args.folder, args.bootstrap, args.baseline)
     except NothingToReport as error:
         print(f"drvae-report: error: {error}", file=sys.stderr)
         sys.exit(2)

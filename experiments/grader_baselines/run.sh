@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# experiments/grader_baselines: the grading recipe (classifier=dr_recipe) and its pieces,
+# from scratch, rebalance=none, one run folder per setting under runs/grader_baselines/.
+# Usage (from the repository root): bash experiments/grader_baselines/run.sh
+# A relaunch skips finished runs; the stage cache resumes an interrupted one.
+set -u
+DATA=${DATA:-$(realpath ../shared/data)}
+OUT=${OUT:-runs/grader_baselines}
+EP128="data=eyepacs data.root=$DATA/eyepacs128 data.image_size=128 classifier.trainer.max_epochs=10"
+AP128="data=aptos data.root=$DATA/aptos2019 data.image_size=128 classifier.trainer.max_epochs=10"
+EP64="data=eyepacs data.root=$DATA/eyepacs64 data.image_size=64"
+while read -r name args; do
+  [ -f "$OUT/$name/results.json" ] && continue
+  eval "set -- $args"
+  .venv/bin/drvae rebalance=none "$@" hydra.run.dir="$OUT/$name" trainer.enable_progress_bar=false \
+    || echo "failed: $name" >&2
+done <<LIST
+sim/baseline_s0 classifier=resnet10t seed=0
+sim/recipe_s0 classifier=dr_recipe classifier.model.head=regression seed=0
+sim/recipe_classification_s0 classifier=dr_recipe classifier.model.head=classification seed=0
+sim/recipe_shuffle_s0 classifier=dr_recipe classifier.model.head=classification classifier.sampler=shuffle seed=0
+sim/recipe_noema_s0 classifier=dr_recipe classifier.model.head=classification classifier.ema_decay=null seed=0
+sim/recipe_noschedule_s0 classifier=dr_recipe classifier.model.head=classification classifier.scheduler=null seed=0
+sim/recipe_ordinal_s0 classifier=dr_recipe classifier.model.head=ordinal seed=0
+sim/baseline_s1 classifier=resnet10t seed=1
+sim/recipe_classification_s1 classifier=dr_recipe classifier.model.head=classification seed=1
+eyepacs64/baseline_s0 $EP64 classifier=resnet10t seed=0
+eyepacs64/recipe_s0 $EP64 classifier=dr_recipe classifier.model.head=regression seed=0
+eyepacs64/recipe_classification_s0 $EP64 classifier=dr_recipe classifier.model.head=classification seed=0
+aptos128/baseline_s0 $AP128 classifier=resnet10t seed=0
+aptos128/recipe_classification_s0 $AP128 classifier=dr_recipe classifier.model.head=classification seed=0
+eyepacs128/recipe_classification_s0 $EP128 classifier=dr_recipe classifier.model.head=classification seed=0
+LIST
+for study in sim eyepacs64 aptos128 eyepacs128; do
+  [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
+done
