@@ -183,7 +183,7 @@ def test_warmup_cosine_rises_then_decays_to_its_floor() -> None:
 
 
 def test_the_dr_recipe_runs_end_to_end_and_grades_with_its_thresholds(tmp_path: Path) -> None:
-    """`classifier=dr_recipe` composes and runs (regression head, balanced sampler, warm-up
+    """`classifier=dr_recipe` with the regression head composes and runs (balanced sampler, warm-up
     cosine, EMA, fundus augmentation); its test predictions are the thresholded grades of
     the checkpoint it keeps, and every piece is in the stage's key."""
     import csv
@@ -192,7 +192,8 @@ def test_the_dr_recipe_runs_end_to_end_and_grades_with_its_thresholds(tmp_path: 
 
     from drvae.pipeline.run import run
 
-    cfg = config(tmp_path / "cache", tmp_path / "out", "classifier=dr_recipe", "rebalance=none")
+    recipe = ["classifier=dr_recipe", "classifier.model.head=regression", "rebalance=none"]
+    cfg = config(tmp_path / "cache", tmp_path / "out", *recipe)
     assert cfg.classifier.model.head == "regression" and cfg.classifier.sampler == "balanced"
     results = run(cfg)
     stage = results["stages"]["classifier"]
@@ -211,7 +212,7 @@ def test_the_dr_recipe_runs_end_to_end_and_grades_with_its_thresholds(tmp_path: 
         assert int(row["predicted"]) == int(np.argmax(scores))
         matrix[int(row["grade"]), int(row["predicted"])] += 1
     assert matrix.tolist() == stage["confusion_matrix"]
-    again = config(tmp_path / "cache", tmp_path / "out2", "classifier=dr_recipe", "rebalance=none")
+    again = config(tmp_path / "cache", tmp_path / "out2", *recipe)
     again.classifier.sampler = "shuffle"
     from drvae.pipeline.classifier_stage import recipe_key_material
 

@@ -27,6 +27,7 @@ sim/recipe_classification_s1 classifier=dr_recipe classifier.model.head=classifi
 eyepacs64/baseline_s0 $EP64 classifier=resnet10t seed=0
 eyepacs64/recipe_s0 $EP64 classifier=dr_recipe classifier.model.head=regression seed=0
 eyepacs64/recipe_classification_s0 $EP64 classifier=dr_recipe classifier.model.head=classification seed=0
+eyepacs64/recipe_classification_bengraham_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=classification seed=0
 aptos128/baseline_s0 $AP128 classifier=resnet10t seed=0
 aptos128/recipe_classification_s0 $AP128 classifier=dr_recipe classifier.model.head=classification seed=0
 eyepacs128/recipe_classification_s0 $EP128 classifier=dr_recipe classifier.model.head=classification seed=0
