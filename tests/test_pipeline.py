@@ -196,7 +196,11 @@ def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> No
         ("rebalance.methods=[oversample,synthetic]", ConfigError, "one source of added"),
         ("rebalance.synthetic_source=disk", ConfigError, "rebalance.synthetic_source"),
         ("classifier.model.model_name=nonet", ConfigError, "classifier: Unknown model"),
-        ("classifier.model.pretrained=/no/weights.pth", ConfigError, "never downloads"),
+        (
+            "classifier.model.pretrained=/no/weights.pth",
+            ConfigError,
+            "is not a file; give a local weights file",
+        ),
         ("classifier.model.loss=hinge", ConfigError, "classifier: loss 'hinge'"),
         ("stages=[vae,classifier]", ConfigError, "need generate in stages"),
     ],
