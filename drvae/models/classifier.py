@@ -220,8 +220,7 @@ class GradeClassifier(L.LightningModule):
     def _refit_thresholds(self, outputs: Tensor, grades: Tensor) -> None:
         """The cut points that maximise QWK on every process's validation outputs."""
         if self.trainer.world_size > 1:  # the DistributedSampler pads: equal shapes
-            outputs, grades = self.all_gather(outputs).flatten(0, 1), self.all_gather(grades)
-            grades = grades.flatten(0, 1)
+            outputs, grades = (self.all_gather(t).flatten(0, 1) for t in (outputs, grades))
         fitted = fit_thresholds(outputs[:, 0].cpu().numpy(), grades.cpu().numpy())
         self.thresholds = torch.tensor(fitted)
 
