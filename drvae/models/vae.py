@@ -243,10 +243,29 @@ class ConditionalVAE(L.LightningModule):
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        grades = self._grade_tensor(grades)
         z = torch.randn(len(grades), self.hparams.latent_dim, generator=generator)
-        z = (z * temperature).to(self.device)
-        return torch.sigmoid(self.decoder(z, self._labels(grades)))
+        return self.decode_latent(z * temperature, grades, temperature, generator)
+
+    @torch.no_grad()
+    def encode_means(self, x: Tensor, grades: Tensor | Sequence[int] | None = None) -> Tensor:
+        """(B, latent_dim) posterior means of the (top) latent: what an aggregate-posterior
+        sampler fits (`drvae.models.latent_samplers`)."""
+        x = to_unit(x.to(self.device))
+        labels = self._labels(self._grade_tensor(grades) if grades is not None else None)
+        return self.encoder(x, labels)[0]
+
+    @torch.no_grad()
+    def decode_latent(
+        self,
+        z: Tensor,
+        grades: Tensor | Sequence[int],
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Decode given (top) latents z (B, latent_dim) into (B, C, S, S) in [0, 1]; any
+        lower latent level is drawn from its prior at `temperature` with `generator`."""
+        grades = self._grade_tensor(grades)
+        return torch.sigmoid(self.decoder(z.to(self.device), self._labels(grades)))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, grades: Tensor | Sequence[int] | None = None) -> Tensor:
