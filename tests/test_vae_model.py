@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.components.conditioning import LabelCode
 from drvae.models.components.conv_vae import Decoder, Encoder, make_norm
+from drvae.models.components.hierarchical_vae import gaussian_kl_between
 from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
 from drvae.models.vae_loss import (
     beta_at,
@@ -249,23 +250,25 @@ def test_beta_schedules() -> None:
 # ------------------------------------------------------------------ learning
 
 
-@pytest.mark.parametrize("norm", ["none", "group"])
-def test_a_tiny_batch_overfits(norm: str) -> None:
+@pytest.mark.parametrize(
+    "arch",
+    [{"norm": "none"}, {"norm": "group"}, {"architecture": "hierarchical", "spatial_depth": 1}],
+)
+def test_a_tiny_batch_overfits(arch: dict) -> None:
     torch.manual_seed(0)
-    vae = ConditionalVAE(image_size=16, depth=2, width=8, latent_dim=8, norm=norm)
+    vae = ConditionalVAE(image_size=16, depth=2, width=8, latent_dim=8, **arch)
     x = blobs(8, 16)
     grades = torch.arange(8) % 5
     optimizer = torch.optim.Adam(vae.parameters(), lr=3e-3)
 
     def recon_of_mean() -> float:
-        with torch.no_grad():
-            mu, _ = vae.encoder(x, grades)
-            return reconstruction_loss(vae.decoder(mu, grades), x).mean().item()
+        logits = torch.logit(vae.reconstruct(x, grades).clamp(1e-6, 1 - 1e-6))
+        return reconstruction_loss(logits, x).mean().item()
 
     start = recon_of_mean()
     for _ in range(200):
-        logits, mu, logvar = vae(x, grades)
-        loss = (reconstruction_loss(logits, x) + gaussian_kl(mu, logvar).sum(1)).mean()
+        logits, _, kl_per_element = vae(x, grades)
+        loss = (reconstruction_loss(logits, x) + kl_per_element.sum(1)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -298,6 +301,7 @@ def fit_tiny(tmp_path: Path, **options) -> tuple[ConditionalVAE, Path]:
     [
         dict(conditioning="film", label_embedding="learned", norm="batch"),
         dict(num_classes=0, norm="group", kl_warmup="linear", kl_warmup_steps=7),
+        dict(architecture="hierarchical", spatial_depth=1, label_embedding="learned"),
     ],
 )
 def test_checkpoint_round_trip(tmp_path: Path, options: dict) -> None:
@@ -311,7 +315,7 @@ def test_checkpoint_round_trip(tmp_path: Path, options: dict) -> None:
         for key, tensor in loaded.state_dict().items():
             assert torch.equal(tensor, state[key]), key
     assert not load_vae(path).training
-    assert any("running_mean" in k for k in state) == (options["norm"] == "batch")
+    assert any("running_mean" in k for k in state) == (options.get("norm") == "batch")
     # the trained weights, not a fresh initialisation, came back
     fresh = ConditionalVAE(**dict(vae.hparams))
     assert not torch.equal(fresh.decoder.to_logits.weight, load_vae(path).decoder.to_logits.weight)
@@ -430,11 +434,12 @@ def test_reconstruct(num_classes: int) -> None:
         dict(conditioning="concat"),
         dict(conditioning="film", label_embedding="learned"),
         dict(num_classes=0),
+        dict(architecture="hierarchical", spatial_depth=1),
     ],
 )
 def test_interpolate_ends_at_the_reconstructions(options: dict) -> None:
     vae = untrained(**options)
-    if options.get("conditioning") == "film":
+    if options.get("conditioning") == "film" or "architecture" in options:
         for module in vae.modules():
             if module.__class__.__name__ == "FiLM":
                 nn.init.normal_(module.project.weight, std=0.5)
@@ -512,3 +517,61 @@ def test_optimizer_and_scheduler_come_from_partial_config_nodes() -> None:
     assert isinstance(schedule["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert schedule["monitor"] == "val/loss"
     assert isinstance(ConditionalVAE(**TINY).configure_optimizers(), torch.optim.Adam)
+
+
+# ------------------------------------------------------------------ the hierarchical VAE
+
+HIERARCHICAL = dict(architecture="hierarchical", latent_dim=6, width=8, spatial_channels=3)
+
+
+@pytest.mark.parametrize(
+    ("image_size", "depth", "spatial_depth"), [(16, 2, 1), (64, 4, 2), (128, 5, 3), (128, 5, 2)]
+)
+def test_hierarchical_shapes_and_kl_elements(
+    image_size: int, depth: int, spatial_depth: int
+) -> None:
+    vae = ConditionalVAE(
+        image_size=image_size, depth=depth, spatial_depth=spatial_depth, **HIERARCHICAL
+    )
+    x = images_uint8(2, image_size).float() / 255
+    logits, mu, kl = vae(x, torch.tensor([0, 4]))
+    side = image_size // 2**spatial_depth
+    assert logits.shape == x.shape and mu.shape == (2, 6)
+    assert kl.shape == (2, 6 + 3 * side * side)  # the top latent, then every z2 element
+    assert (kl >= 0).all()
+    assert vae.sample([1, 3], generator=seeded(0)).shape == x.shape
+
+
+def test_hierarchical_spatial_depth_is_checked() -> None:
+    for spatial_depth in (0, 2):
+        with pytest.raises(ValueError, match="spatial_depth"):
+            ConditionalVAE(image_size=16, depth=2, spatial_depth=spatial_depth, **HIERARCHICAL)
+    with pytest.raises(ValueError, match="architecture"):
+        ConditionalVAE(**TINY, architecture="flat")
+
+
+def test_hierarchical_kl_between_gaussians_matches_the_closed_form_at_the_prior() -> None:
+    mu_q, logvar_q = torch.randn(3, 4), torch.randn(3, 4)
+    zeros = torch.zeros(3, 4)
+    torch.testing.assert_close(
+        gaussian_kl_between(mu_q, logvar_q, zeros, zeros), gaussian_kl(mu_q, logvar_q)
+    )
+    assert gaussian_kl_between(mu_q, logvar_q, mu_q, logvar_q).abs().max() < 1e-6
+
+
+def test_hierarchical_sampling_is_seeded_and_draws_the_spatial_latent() -> None:
+    torch.manual_seed(0)
+    vae = ConditionalVAE(image_size=16, depth=2, spatial_depth=1, **HIERARCHICAL).eval()
+    for module in vae.modules():  # give the zero-initialised layers weights, as training would
+        if module.__class__.__name__ in ("FiLM", "ResBlock"):
+            for p in module.parameters():
+                nn.init.normal_(p, std=0.3)
+    z = torch.zeros(2, 6)
+    a = vae.decode_latent(z, [2, 2], 1.0, seeded(1))
+    assert torch.equal(a, vae.decode_latent(z, [2, 2], 1.0, seeded(1)))
+    # the same top latent, another draw of z2: another image; at temperature 0 one image
+    assert not torch.allclose(a, vae.decode_latent(z, [2, 2], 1.0, seeded(2)))
+    cold = vae.decode_latent(z, [2, 2], 0.0, seeded(1))
+    assert torch.equal(cold, vae.decode_latent(z, [2, 2], 0.0, seeded(2)))
+    assert not torch.allclose(cold, vae.decode_latent(z, [4, 4], 0.0, seeded(1)))  # the grade
+    assert vae.encode_means(images_uint8(2, 16), [0, 1]).shape == (2, 6)

@@ -9,7 +9,7 @@ dictionaries), so `ConditionalVAE.load_from_checkpoint(path)` needs no other arg
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -18,6 +18,7 @@ from torchmetrics import MeanMetric
 
 from drvae.models.components.conditioning import LabelEmbedding
 from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
+from drvae.models.components.hierarchical_vae import HierarchicalEncoder, TopDownDecoder
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae_loss import (
     Reconstruction,
@@ -30,6 +31,7 @@ from drvae.models.vae_loss import (
     reconstruction_loss,
 )
 
+Architecture = Literal["conv", "hierarchical"]
 TERMS = ("loss", "recon", "recon_gap", "kl", "elbo", "bpd")  # logged as train/..., val/...
 CHECKPOINT_KIND = "drvae.ConditionalVAE/1"  # stored in every checkpoint; checked on load
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
@@ -66,10 +68,16 @@ class ConditionalVAE(L.LightningModule):
     Args:
         image_size: square input size; `2**depth` must divide it.
         num_classes: number of grades to condition on; 0 for an unconditional VAE.
-        latent_dim, width, depth, norm: the architecture (see `components.conv_vae`).
+        architecture: "conv" (the paper's plain convolutional VAE, `components.conv_vae`)
+            or "hierarchical" (residual blocks, a flat top latent of `latent_dim` above a
+            spatial latent of `spatial_channels` at S / 2**spatial_depth, conditional
+            GroupNorm in every block: `components.hierarchical_vae`).
+        latent_dim, width, depth: the architecture (the top latent's size for hierarchical).
+        norm, upsample, conditioning: the conv architecture's (hierarchical: always
+            conditional GroupNorm and nearest-neighbour upsampling).
         upsample: the decoder's upsampling, "transposed" (4x4 stride-2 transposed convs) or
             "nearest" (nearest-neighbour then 3x3 conv: no checkerboard artefacts).
-        conditioning: "concat" (label code as channels and concatenated to z) or "film".
+        spatial_channels, spatial_depth: the hierarchical architecture's spatial latent.
         label_embedding: "onehot" or "learned" (an `embed_dim`-dimensional embedding).
         reconstruction: "bce" (pixel-wise binary cross-entropy, the paper's) or "mse".
         beta: weight of the KL term in the loss (1 = the ELBO; see `vae_loss`).
@@ -105,6 +113,9 @@ class ConditionalVAE(L.LightningModule):
         compile: bool = False,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
+        architecture: Architecture = "conv",
+        spatial_channels: int = 8,
+        spatial_depth: int = 2,
     ) -> None:
         super().__init__()
         if num_classes < 0:
@@ -118,14 +129,22 @@ class ConditionalVAE(L.LightningModule):
             width=width,
             depth=depth,
             latent_dim=latent_dim,
-            norm=norm,
             num_classes=num_classes,
-            conditioning=conditioning,
             label_embedding=label_embedding,
             embed_dim=embed_dim,
         )
-        self.encoder = Encoder(**arch)
-        self.decoder = Decoder(**arch, upsample=upsample)
+        self.hierarchical = architecture == "hierarchical"
+        if self.hierarchical:
+            self.encoder = HierarchicalEncoder(**arch, spatial_depth=spatial_depth)
+            self.decoder = TopDownDecoder(
+                **arch, spatial_depth=spatial_depth, spatial_channels=spatial_channels
+            )
+        elif architecture == "conv":
+            conv = dict(norm=norm, conditioning=conditioning)
+            self.encoder = Encoder(**arch, **conv)
+            self.decoder = Decoder(**arch, **conv, upsample=upsample)
+        else:
+            raise ValueError(f"architecture must be 'conv' or 'hierarchical', got {architecture!r}")
         reconstruction_loss(torch.zeros(1, 1), torch.zeros(1, 1), reconstruction)  # validates
         beta_at(0, beta, kl_warmup, kl_warmup_steps, kl_cycles)  # validates
         self._moments = {"train": LatentMoments(), "val": LatentMoments()}
@@ -143,10 +162,17 @@ class ConditionalVAE(L.LightningModule):
             self.decoder.compile()
 
     def forward(self, x: Tensor, grades: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, C, S, S) in [0, 1] -> logits (B, C, S, S), mu and logvar (B, latent)."""
-        mu, logvar = self.encoder(x, self._labels(grades))
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation
-        return self.decoder(z, self._labels(grades)), mu, logvar
+        """(B, C, S, S) in [0, 1] -> logits (B, C, S, S), the top latent's mu (B, latent)
+        and the KL of every latent element (B, latent [+ spatial elements])."""
+        labels = self._labels(grades)
+        if not self.hierarchical:
+            mu, logvar = self.encoder(x, labels)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # reparameterisation
+            return self.decoder(z, labels), mu, gaussian_kl(mu, logvar)
+        mu, logvar, features = self.encoder.features(x, labels)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        logits, kl_lower = self.decoder(z, labels, features)
+        return logits, mu, torch.cat([gaussian_kl(mu, logvar), kl_lower], dim=1)
 
     @property
     def beta(self) -> float:
@@ -156,9 +182,8 @@ class ConditionalVAE(L.LightningModule):
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         images, grades = batch
         x = to_unit(images)
-        logits, mu, logvar = self(x, grades)
+        logits, mu, kl_per_dim = self(x, grades)  # kl_per_dim: (B, latent elements)
         recon = reconstruction_loss(logits, x, self.hparams.reconstruction)  # (B,)
-        kl_per_dim = gaussian_kl(mu, logvar)  # (B, latent)
         kl = kl_per_dim.sum(dim=1)  # (B,)
         beta = self.beta
         loss = (recon + beta * kl_with_free_bits(kl_per_dim, self.hparams.free_bits)).mean()
@@ -264,16 +289,24 @@ class ConditionalVAE(L.LightningModule):
     ) -> Tensor:
         """Decode given (top) latents z (B, latent_dim) into (B, C, S, S) in [0, 1]; any
         lower latent level is drawn from its prior at `temperature` with `generator`."""
-        grades = self._grade_tensor(grades)
-        return torch.sigmoid(self.decoder(z.to(self.device), self._labels(grades)))
+        labels = self._labels(self._grade_tensor(grades))
+        z = z.to(self.device)
+        if not self.hierarchical:
+            return torch.sigmoid(self.decoder(z, labels))
+        logits, _ = self.decoder(z, labels, temperature=temperature, generator=generator)
+        return torch.sigmoid(logits)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, grades: Tensor | Sequence[int] | None = None) -> Tensor:
         """Decode the posterior mean of each image: (B, C, S, S) in [0, 1]."""
         x = to_unit(x.to(self.device))
         labels = self._labels(self._grade_tensor(grades) if grades is not None else None)
-        mu, _ = self.encoder(x, labels)
-        return torch.sigmoid(self.decoder(mu, labels))
+        if not self.hierarchical:
+            mu, _ = self.encoder(x, labels)
+            return torch.sigmoid(self.decoder(mu, labels))
+        mu, _, features = self.encoder.features(x, labels)
+        logits, _ = self.decoder(mu, labels, features, sample_posterior=False)
+        return torch.sigmoid(logits)
 
     @torch.no_grad()
     def interpolate(
@@ -287,18 +320,29 @@ class ConditionalVAE(L.LightningModule):
         """Decode `steps` points on the line between two images' posterior means.
 
         x_a, x_b: (C, S, S). For a conditional VAE the grade code is blended along the same
-        line, so grade_a -> grade_b can be watched too. Returns (steps, C, S, S) in [0, 1].
+        line, so grade_a -> grade_b can be watched too; a hierarchical VAE blends the
+        encoder's features for its spatial latent too, so both ends are the reconstructions.
+        Returns (steps, C, S, S) in [0, 1].
         """
         k = self.hparams.num_classes
         if k and (grade_a is None or grade_b is None):
             raise ValueError("a conditional VAE needs grade_a and grade_b to interpolate")
         pair = to_unit(torch.stack([x_a, x_b]).to(self.device))
         grades = self._grade_tensor([grade_a, grade_b]) if k else None
-        mu, _ = self.encoder(pair, grades)  # (2, latent)
+        labels = self._labels(grades)
+        if self.hierarchical:
+            mu, _, features = self.encoder.features(pair, labels)  # (2, latent), (2, C, S', S')
+        else:
+            mu, _ = self.encoder(pair, labels)  # (2, latent)
         t = torch.linspace(0, 1, steps, device=self.device)[:, None]  # (steps, 1)
         z = (1 - t) * mu[0] + t * mu[1]  # (steps, latent)
         labels = None
         if k:
             onehot = torch.nn.functional.one_hot(grades, k).float()  # (2, K)
             labels = (1 - t) * onehot[0] + t * onehot[1]  # (steps, K) soft grades
-        return torch.sigmoid(self.decoder(z, labels))
+        if not self.hierarchical:
+            return torch.sigmoid(self.decoder(z, labels))
+        t4 = t[:, :, None, None]  # (steps, 1, 1, 1)
+        blend = (1 - t4) * features[0] + t4 * features[1]  # (steps, C, S', S')
+        logits, _ = self.decoder(z, labels, blend, sample_posterior=False)
+        return torch.sigmoid(logits)
