@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import quiet_trainer  # tests/ is on sys.path
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -575,3 +576,37 @@ def test_hierarchical_sampling_is_seeded_and_draws_the_spatial_latent() -> None:
     assert torch.equal(cold, vae.decode_latent(z, [2, 2], 0.0, seeded(2)))
     assert not torch.allclose(cold, vae.decode_latent(z, [4, 4], 0.0, seeded(1)))  # the grade
     assert vae.encode_means(images_uint8(2, 16), [0, 1]).shape == (2, 6)
+
+
+# ------------------------------------------------------------------ the auxiliary grade loss
+
+
+@NO_TRAINER_LOG
+def test_the_grade_probe_learns_from_real_images_only() -> None:
+    torch.manual_seed(0)
+    vae = ConditionalVAE(**TINY, grade_loss_weight=10.0)
+    x, grades = images_uint8(4, 16), torch.tensor([0, 1, 3, 4])
+    vae.training_step((x, grades), 0).backward()
+    probe_grads = {n: p.grad.clone() for n, p in vae.grade_probe.named_parameters()}
+    vae.zero_grad()
+    # the probe's own gradient is that of its loss on the real images, times the weight
+    (10.0 * F.cross_entropy(vae.grade_probe(x.float() / 255), grades)).backward()
+    for name, p in vae.grade_probe.named_parameters():
+        torch.testing.assert_close(probe_grads[name], p.grad, msg=name)
+    # and the decoder hears the probe: its gradient changes with the weight
+    vae.zero_grad()
+    torch.manual_seed(1)
+    vae.training_step((x, grades), 0).backward()
+    with_probe = vae.decoder.to_logits.weight.grad.clone()
+    plain = ConditionalVAE(**TINY)
+    plain.load_state_dict({k: v for k, v in vae.state_dict().items() if "grade_probe" not in k})
+    torch.manual_seed(1)
+    plain.training_step((x, grades), 0).backward()
+    assert not torch.allclose(with_probe, plain.decoder.to_logits.weight.grad)
+
+
+def test_the_grade_loss_needs_grades() -> None:
+    with pytest.raises(ValueError, match="grade_loss_weight"):
+        ConditionalVAE(**TINY, num_classes=0, grade_loss_weight=1.0)
+    with pytest.raises(ValueError, match="grade_loss_weight"):
+        ConditionalVAE(**TINY, grade_loss_weight=-1.0)

@@ -13,11 +13,13 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
 from drvae.models.components.conditioning import LabelEmbedding
 from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
+from drvae.models.components.grade_probe import GradeProbe
 from drvae.models.components.hierarchical_vae import HierarchicalEncoder, TopDownDecoder
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae_loss import (
@@ -32,7 +34,15 @@ from drvae.models.vae_loss import (
 )
 
 Architecture = Literal["conv", "hierarchical"]
-TERMS = ("loss", "recon", "recon_gap", "kl", "elbo", "bpd")  # logged as train/..., val/...
+TERMS = (
+    "loss",
+    "recon",
+    "recon_gap",
+    "kl",
+    "elbo",
+    "bpd",
+    "grade_loss",
+)  # logged as train/..., val/...
 CHECKPOINT_KIND = "drvae.ConditionalVAE/1"  # stored in every checkpoint; checked on load
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
@@ -78,6 +88,9 @@ class ConditionalVAE(L.LightningModule):
         upsample: the decoder's upsampling, "transposed" (4x4 stride-2 transposed convs) or
             "nearest" (nearest-neighbour then 3x3 conv: no checkerboard artefacts).
         spatial_channels, spatial_depth: the hierarchical architecture's spatial latent.
+        grade_loss_weight: weight of an auxiliary grade loss (0 = off, the paper's loss):
+            a small probe CNN learns to grade the real images, and the reconstructions
+            must be graded as their true grade by it (`components.grade_probe`).
         label_embedding: "onehot" or "learned" (an `embed_dim`-dimensional embedding).
         reconstruction: "bce" (pixel-wise binary cross-entropy, the paper's) or "mse".
         beta: weight of the KL term in the loss (1 = the ELBO; see `vae_loss`).
@@ -116,6 +129,7 @@ class ConditionalVAE(L.LightningModule):
         architecture: Architecture = "conv",
         spatial_channels: int = 8,
         spatial_depth: int = 2,
+        grade_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 0:
@@ -145,6 +159,12 @@ class ConditionalVAE(L.LightningModule):
             self.decoder = Decoder(**arch, **conv, upsample=upsample)
         else:
             raise ValueError(f"architecture must be 'conv' or 'hierarchical', got {architecture!r}")
+        if grade_loss_weight < 0 or (grade_loss_weight and not num_classes):
+            raise ValueError(
+                f"grade_loss_weight must be >= 0 and needs num_classes > 0; got "
+                f"{grade_loss_weight} with num_classes {num_classes}"
+            )
+        self.grade_probe = GradeProbe(num_classes) if grade_loss_weight else None
         reconstruction_loss(torch.zeros(1, 1), torch.zeros(1, 1), reconstruction)  # validates
         beta_at(0, beta, kl_warmup, kl_warmup_steps, kl_cycles)  # validates
         self._moments = {"train": LatentMoments(), "val": LatentMoments()}
@@ -187,6 +207,9 @@ class ConditionalVAE(L.LightningModule):
         kl = kl_per_dim.sum(dim=1)  # (B,)
         beta = self.beta
         loss = (recon + beta * kl_with_free_bits(kl_per_dim, self.hparams.free_bits)).mean()
+        grade_loss = self._grade_loss(x, logits, grades)
+        if grade_loss is not None:
+            loss = loss + self.hparams.grade_loss_weight * grade_loss
         neg_elbo = recon + kl  # (B,) nats per image, with beta = 1 and no free bits
         self._moments[stage].update(mu)
         floor = reconstruction_floor(x, self.hparams.reconstruction)
@@ -197,12 +220,22 @@ class ConditionalVAE(L.LightningModule):
             "kl": kl.mean(),
             "elbo": -neg_elbo.mean(),
             "bpd": bits_per_dim(neg_elbo, x[0].numel()).mean(),
+            **({"grade_loss": grade_loss} if grade_loss is not None else {}),
         }
         for name, value in terms.items():
             self._means(stage)[name].update(value.detach(), x.shape[0])
         if stage == "train":  # one Lightning log call per step: each costs about 1 ms
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
+
+    def _grade_loss(self, x: Tensor, logits: Tensor, grades: Tensor) -> Tensor | None:
+        """The probe's cross-entropy on the real images (trains the probe) plus on the
+        reconstructions through the frozen probe (trains the decoder)."""
+        if self.grade_probe is None:
+            return None
+        real = F.cross_entropy(self.grade_probe(x), grades)
+        decoded = F.cross_entropy(self.grade_probe.frozen(torch.sigmoid(logits)), grades)
+        return real + decoded
 
     def _means(self, stage: str) -> torch.nn.ModuleDict:
         return self.train_means if stage == "train" else self.val_means

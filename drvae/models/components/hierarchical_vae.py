@@ -70,15 +70,17 @@ class ResBlock(nn.Module):
 
 
 class Up(nn.Module):
-    """A 1x1 convolution at the low resolution, then nearest-neighbour doubling: 4x cheaper
-    than convolving after the doubling, and no checkerboard (the blocks that follow mix)."""
+    """Double the resolution: a 1x1 convolution to the new width at the low resolution
+    (cheap), nearest-neighbour doubling, a 3x3 convolution that smooths the 2x2 blocks (no
+    checkerboard, unlike a transposed convolution)."""
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 1)
+        self.reduce = nn.Conv2d(c_in, c_out, 1)
+        self.smooth = nn.Conv2d(c_out, c_out, 3, padding=1)
 
     def forward(self, h: Tensor) -> Tensor:
-        return F.interpolate(self.conv(h), scale_factor=2.0, mode="nearest")
+        return self.smooth(F.interpolate(self.reduce(h), scale_factor=2.0, mode="nearest"))
 
 
 class _Coded(nn.Module):
