@@ -74,6 +74,14 @@ def test_the_vae_sees_at_most_train_per_grade_images(cache: Path, tmp_path: Path
     assert results["stages"]["vae"]["train_images"] == sum(min(n, 3) for n in real.values())
 
 
+def test_a_balanced_vae_sampler_is_its_own_training(cache: Path, tmp_path: Path) -> None:
+    plain = run(config(cache, tmp_path / "shuffle", "stages=[vae]"))["stages"]["vae"]
+    balanced = run(config(cache, tmp_path / "balanced", "stages=[vae]", "vae.sampler=balanced"))
+    assert balanced["stages"]["vae"]["key"] != plain["key"]  # a new key, the old one unchanged
+    with pytest.raises(ValueError, match="vae.sampler"):
+        run(config(cache, tmp_path / "bad", "stages=[vae]", "vae.sampler=sorted"))
+
+
 def test_at_most_per_grade_is_a_seeded_subset_per_grade() -> None:
     indices, grades = np.arange(100, 130), np.array([0] * 20 + [1] * 8 + [2] * 2)
     kept = at_most_per_grade(indices, grades, 5, seed=0)

@@ -173,7 +173,8 @@ class FundusDataModule(L.LightningDataModule):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(
-                f"classifier.sampler: expected one of {list(SAMPLERS)}, got {sampler!r}"
+                f"classifier.sampler / vae.sampler: expected one of {list(SAMPLERS)}, "
+                f"got {sampler!r}"
             )
         self.sampler = sampler
         # (n, seed): at most n real training images per grade, chosen with seed

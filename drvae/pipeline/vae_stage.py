@@ -45,6 +45,7 @@ def vae_key(cfg: DictConfig, data: PreparedData) -> str:
         trainer_key_material(cfg, "vae"),
         # only when set, so that the keys of VAEs trained on every image stay as they were
         *([{"train_per_grade": v.train_per_grade}] if v.get("train_per_grade") else []),
+        *([{"sampler": v.sampler}] if v.get("sampler", "shuffle") != "shuffle" else []),
     )
 
 
@@ -86,6 +87,7 @@ def _fit_one(
         cfg.data.num_workers,
         grades=grades,
         train_per_grade=(n, cfg.seed) if (n := cfg.vae.get("train_per_grade")) else None,
+        sampler=cfg.vae.get("sampler", "shuffle"),
     )
     best = best_checkpoint(scratch / label, cfg.vae.monitor)
     callbacks: list[L.Callback] = [best]
