@@ -12,7 +12,8 @@ of synthetic samples and the synthetic set (an artifact referencing its folder).
 How a job's run is named, so that a project of many sweeps stays searchable:
 - job_type: the last stage the job runs, in running order (vae, generate, classifier,
   audit), i.e. what the job is for: a rebalancing job is a classifier job although it trains
-  the VAE first, `stages=[vae]` a vae job, `drvae-audit` an audit job.
+  the VAE first (and judges its images after: fidelity counts only without the
+  classifier), `stages=[vae]` a vae job, `drvae-audit` an audit job.
 - group: the sweep, `<task_name>/<sweep folder>`, so that its jobs are compared together; a
   single run's group is `task_name`.
 - name: what sets the job apart: in a sweep, its values of the swept keys (`rebalance=none
@@ -44,6 +45,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from drvae.pipeline.store import plain
+from drvae.report.collect import fidelity_figures
 from drvae.secrets import redact
 
 # WandbLogger arguments that are Lightning's, not wandb.init's.
@@ -170,7 +172,10 @@ def open_run(cfg: DictConfig, node: DictConfig) -> Any:
 def job_type(cfg: DictConfig) -> str:
     from drvae.pipeline.checks import STAGES  # checks imports the stages, which import this
 
-    return next((s for s in reversed(STAGES) if s in (cfg.get("stages") or [])), "job")
+    stages = [str(s) for s in cfg.get("stages") or []]
+    if "classifier" in stages:  # fidelity then judges its synthetic images: a side task
+        stages = [s for s in stages if s != "fidelity"]
+    return next((s for s in reversed(STAGES) if s in stages), "job")
 
 
 def group(cfg: DictConfig) -> str:
@@ -222,14 +227,16 @@ def tags(cfg: DictConfig) -> list[str]:
 def summary(results: dict[str, Any]) -> dict[str, Any]:
     """The test metrics and seconds as in results.json; each stage's metrics and validation
     metrics as `<stage>/<metric>` (vae/val/elbo, classifier/val/qwk), its seconds too; the
-    external test sets' metrics."""
+    external test sets' metrics; the generator fidelity's figures as report.csv names them
+    (fidelity/recon_ratio/grade2, fidelity/synthetic/accuracy, ...)."""
     values = {**results.get("metrics", {}), "seconds": results.get("seconds")}
     for stage, done in results["stages"].items():
         for part in ("metrics", "val_metrics"):
             values.update({f"{stage}/{k}": v for k, v in (done.get(part) or {}).items()})
         if "seconds" in done:
             values[f"{stage}/seconds"] = done["seconds"]
-    return values | external_summary(results)
+    fidelity = (results.get("audit") or {}).get("fidelity")
+    return values | external_summary(results) | (fidelity_figures(fidelity) if fidelity else {})
 
 
 def external_summary(results: dict[str, Any]) -> dict[str, Any]:

@@ -63,6 +63,10 @@ def test_the_audit_reports_every_measure_with_its_plots(audited) -> None:
     assert set(audit["tstr_ratio"]) == set(audit["trts_ratio"]) == {"accuracy", "qwk"}
     assert 0 <= audit["memorisation"]["share_below_p5"] <= 1
     assert results["stages"]["audit"]["reused"] is False
+    # the fidelity stage, run by the audit: in results.json, audit.json and the audit's key
+    assert audit["fidelity"] == report["fidelity"] and Path(audit["fidelity"]["grid"]).is_file()
+    assert results["stages"]["fidelity"]["reused"] is False
+    assert report["fidelity"]["pooled"]["synthetic"]["n"] == 30
 
 
 def test_drvae_audit_flags_copies_of_training_images(audited, tmp_path: Path) -> None:
@@ -134,6 +138,7 @@ def test_confidence_filtering_trains_on_confident_images_only(audited, tmp_path:
     [
         ("audit.synthetic=/nonexistent", "audit.synthetic: /nonexistent is not a finished"),
         ("audit.per_grade=0", "audit.per_grade must be a positive integer"),
+        ("audit.fidelity_grid=0", "audit.fidelity_grid must be a positive integer"),
         ("rebalance.min_confidence=1.5", "rebalance.min_confidence: expected 0 < p <= 1"),
         ("rebalance.max_generated=1", "rebalance.max_generated: expected an int >= 2"),
     ],

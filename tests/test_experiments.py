@@ -148,7 +148,13 @@ def test_debug_modes_compose(mode: str, trainer: dict) -> None:
 
 def test_debug_fast_dev_run_runs_every_stage(cache: Path, tmp_path: Path) -> None:
     results = run(config(cache, tmp_path, "debug=fdr"))
-    assert set(results["stages"]) == {"vae", "generate", "classifier"}
+    assert set(results["stages"]) == {
+        "vae",
+        "generate",
+        "classifier",
+        "audit_reference",
+        "fidelity",
+    }
     assert results["stages"]["generate"]["n_images"] == 20  # 4 per grade
 
 

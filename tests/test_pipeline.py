@@ -390,7 +390,7 @@ def test_synthetic_images_for_a_grade_without_training_images_are_refused(
 
 def test_fast_dev_run_of_the_whole_pipeline(tmp_path: Path) -> None:
     result = run(config(tmp_path / "cache", tmp_path / "out", "trainer.fast_dev_run=true"))
-    assert set(result["stages"]) == {"vae", "generate", "classifier"}
+    assert set(result["stages"]) == {"vae", "generate", "classifier", "audit_reference", "fidelity"}
     assert "test/qwk" in result["metrics"]
 
 

@@ -158,9 +158,12 @@ def audit_key(
     synthetic_key: str,
     reference_key: str,
     tstr_key: str | None,
+    fidelity_key: str,
 ) -> str:
     audit = {k: v for k, v in plain(cfg.audit).items() if k != "synthetic"}
-    return config_key("audit", data.key, synthetic_key, reference_key, tstr_key, audit, cfg.seed)
+    return config_key(
+        "audit", data.key, synthetic_key, reference_key, tstr_key, fidelity_key, audit, cfg.seed
+    )
 
 
 def run_audit_stage(
@@ -170,14 +173,17 @@ def run_audit_stage(
     checkpoints: Mapping[int, Path],
     reference: StageResult,
     tstr: StageResult | None,
+    fidelity: StageResult,
     store: StageStore,
 ) -> StageResult:
     """Audit (or reuse the audit of) a synthetic set: `synthetic` is (images, requested
     grades, the set's key); `reference` the classifier trained on real images; `tstr` the
-    classifier trained on the synthetic images only (or None)."""
+    classifier trained on the synthetic images only (or None); `fidelity` the fidelity
+    stage of the set (drvae.pipeline.fidelity_stage), reported with the audit."""
     images, requested, synthetic_key = synthetic
     options = DictConfig({**plain(cfg.audit), "seed": cfg.seed})
-    key = audit_key(cfg, data, synthetic_key, reference.key, tstr.key if tstr else None)
+    tstr_key = tstr.key if tstr else None
+    key = audit_key(cfg, data, synthetic_key, reference.key, tstr_key, fidelity.key)
 
     def build(tmp: Path) -> dict[str, Any]:
         sets = AuditSets(data, images, requested)
@@ -192,6 +198,7 @@ def run_audit_stage(
                 for name, g in sets.grades.items()
             },
             "class_consistency": consistency,
+            "fidelity": fidelity.info,
             "train_real_test_real": reference.info["metrics"],
             "trts_ratio": _ratios(consistency, reference.info["metrics"]),
             "tstr_ratio": _ratios(tstr.info["metrics"], reference.info["metrics"])
@@ -226,6 +233,7 @@ def summary(report: Mapping[str, Any]) -> dict[str, Any]:
         "class_consistency_accuracy": report["class_consistency"]["accuracy"],
         "class_consistency_qwk": report["class_consistency"]["qwk"],
         "trts_ratio": report["trts_ratio"],
+        "fidelity": report["fidelity"],
         "tstr_ratio": report["tstr_ratio"],
         "subset_size": pooled.get("subset_size"),
         "frechet_synthetic": pooled.get("synthetic", {}).get("frechet"),

@@ -17,8 +17,18 @@ from drvae.pipeline.generate_stage import generate_device, per_grade_counts
 from drvae.pipeline.store import plain
 from drvae.pipeline.vae_stage import build_vae
 
-STAGES = ("vae", "generate", "classifier", "audit")  # in the order they run
+STAGES = ("vae", "generate", "classifier", "fidelity", "audit")  # in the order they run
+JUDGED = ("fidelity", "audit")  # the stages that grade synthetic images with a classifier
 SYNTHETIC_SOURCES = ("generated", "online")
+AUDIT_COUNTS = (  # `audit` settings that must be positive integers
+    "per_grade",
+    "fidelity_grid",
+    "batch_size",
+    "bootstrap",
+    "nearest_k",
+    "kid_subset_size",
+    "kid_subsets",
+)
 
 
 def checked_stages(cfg: DictConfig) -> list[str]:
@@ -121,7 +131,7 @@ def _check_classifier(cfg: DictConfig) -> None:
 
 def _check_audit(cfg: DictConfig) -> None:
     a = cfg.audit
-    for key in ("per_grade", "bootstrap", "nearest_k", "kid_subset_size", "kid_subsets"):
+    for key in AUDIT_COUNTS:
         if not isinstance(a[key], int) or a[key] < 1:
             raise ConfigError(f"audit.{key} must be a positive integer, got {a[key]!r}")
     if a.synthetic and not Path(a.synthetic, "manifest.json").is_file():
@@ -140,11 +150,12 @@ def check_config(cfg: DictConfig) -> tuple[list[str], dict[int, Path] | None]:
             build_vae(cfg, cfg.data.image_size)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"vae.model: {error}") from None
-    if "generate" in stages or "classifier" in stages:
+    judged = any(s in stages for s in JUDGED)  # these may generate and train the judge
+    if "generate" in stages or "classifier" in stages or judged:
         _check_generate(cfg)
-    if "classifier" in stages or "audit" in stages:
+    if "classifier" in stages or judged:
         _check_classifier(cfg)
-    if "audit" in stages:
+    if judged:
         _check_audit(cfg)
     _check_optimized_metric(cfg, stages)
     return stages, user_checkpoints(cfg)

@@ -6,16 +6,18 @@ import importlib.metadata
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from drvae.atomic import write_json
 from drvae.callbacks.safeguards import TrainingDiverged
-from drvae.data.dataset import SyntheticSource
+from drvae.data.dataset import FixedSynthetic, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.data.synthetic import read_manifest
@@ -27,6 +29,7 @@ from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.confidence import confident_synthetic
 from drvae.pipeline.data import PreparedData, prepare_data
 from drvae.pipeline.external import check_test_sets, score_external
+from drvae.pipeline.fidelity_stage import GRID, run_fidelity_stage
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.predictions import PREDICTIONS
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
@@ -54,6 +57,21 @@ def _vae_checkpoints(checkpoints: dict[str, str]) -> dict[int, Path]:
     if "vae.ckpt" in paths:
         return dict.fromkeys(range(NUM_GRADES), paths["vae.ckpt"])
     return {g: paths[f"vae_grade{g}.ckpt"] for g in range(NUM_GRADES)}
+
+
+@dataclass
+class JudgedSet:
+    """The synthetic images the audit and the fidelity stage judge, and their origin."""
+
+    images: FixedSynthetic
+    counts: dict[int, int]
+    set_key: str
+    checkpoints: dict[int, Path]  # grade -> the VAE it came from
+
+    @property
+    def synthetic(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """(images, requested grades, a key over the set and the counts taken)."""
+        return self.images.images, self.images.grades, config_key(self.set_key, self.counts)
 
 
 class Run:
@@ -127,24 +145,60 @@ class Run:
             self.generate(checkpoints, {g: self.cfg.audit.per_grade for g in train if train[g]})
         return self.generated.path, self.generated.key, checkpoints
 
-    def audit(self, data: PreparedData) -> None:
-        """Stage audit: the set's fidelity, diversity and privacy (drvae.pipeline.audit_stage)."""
+    def judged_set(self, data: PreparedData) -> JudgedSet:
+        """Up to `audit.per_grade` images of each grade of the set `audit_set` names."""
         folder, set_key, checkpoints = self.audit_set(data)
         available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
         counts = {g: min(n, self.cfg.audit.per_grade) for g, n in available.items()}
         images = read_synthetic_images(folder, counts, data.image_size)
-        logs, store, reference = self.out / "logs", self.store, self.reference(data)
+        return JudgedSet(images, counts, set_key, checkpoints)
+
+    def judge(self, data: PreparedData) -> StageResult:
+        """The classifier trained on real images only, recorded as `audit_reference`."""
+        reference = self.reference(data)
         self.record("audit_reference", reference.summary())
+        return reference
+
+    def fidelity(
+        self, data: PreparedData, judged: JudgedSet, reference: StageResult
+    ) -> StageResult:
+        """Stage fidelity (drvae.pipeline.fidelity_stage): `audit.fidelity` in results.json,
+        and its grid beside it."""
+        args = (self.cfg, data, judged.synthetic, judged.checkpoints, reference, self.store)
+        result = run_fidelity_stage(*args)
+        summary = result.summary()
+        self.record("fidelity", {k: summary[k] for k in ("key", "path", "reused", "seconds")})
+        self.results.setdefault("audit", {})["fidelity"] = result.info
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(result.info["grid"], self.out / GRID)
+        return result
+
+    def fidelity_alone(self, data: PreparedData, has_synthetic: bool) -> None:
+        """Stage fidelity without the audit; skipped when the classifier got no synthetic
+        image (rebalance none, oversample, class_weight) and `audit.synthetic` names no set."""
+        if "classifier" in self.stages and not has_synthetic and not self.cfg.audit.synthetic:
+            self.skip(("fidelity",), "the rebalancing adds no synthetic image to judge")
+            return
+        judged = self.judged_set(data)
+        self.fidelity(data, judged, self.judge(data))
+
+    def audit(self, data: PreparedData) -> None:
+        """Stage audit: the set's fidelity, diversity and privacy (drvae.pipeline.audit_stage)."""
+        judged = self.judged_set(data)
+        logs, store, reference = self.out / "logs", self.store, self.judge(data)
+        fidelity = self.fidelity(data, judged, reference)
         tstr = None
         if self.cfg.audit.tstr:
-            plan = RebalancePlan.synthetic_only(counts)
-            tstr_key = config_key("tstr", set_key, counts)
+            plan = RebalancePlan.synthetic_only(judged.counts)
+            tstr_key = config_key("tstr", judged.set_key, judged.counts)
+            images = judged.images
             tstr = run_classifier_stage(
                 self.cfg, data, plan, lambda: images, tstr_key, store, logs, "audit_tstr"
             )
             self.record("audit_tstr", tstr.summary())
-        synthetic = (images.images, images.grades, config_key(set_key, counts))
-        audited = run_audit_stage(self.cfg, data, synthetic, checkpoints, reference, tstr, store)
+        audited = run_audit_stage(
+            self.cfg, data, judged.synthetic, judged.checkpoints, reference, tstr, fidelity, store
+        )
         summary = audited.summary()
         self.record("audit", {k: summary[k] for k in ("key", "path", "reused", "seconds")})
         self.results["audit"] = audited.info
@@ -176,6 +230,7 @@ class Run:
                 self.cfg, data.image_size, checkpoints, needed, self.reference(data), self.store
             )
             self.record("generate", generated.summary())
+            self.generated = generated  # the candidates: what the generator made, unfiltered
             return (lambda: chosen), key
         generated = self.generate(checkpoints, needed)
         source = partial(read_synthetic_images, generated.path, needed, data.image_size)
@@ -225,8 +280,10 @@ class Run:
                 "synthetic_source": self.cfg.rebalance.synthetic_source,
                 "confidence_filter": self.confidence,
             }
-        if "audit" in self.stages:
+        if "audit" in self.stages:  # fidelity included
             self.audit(data)
+        elif "fidelity" in self.stages:
+            self.fidelity_alone(data, has_synthetic=synthetic_key is not None)
         self.results.update(
             seconds=round(time.perf_counter() - start, 3),
             overrides=redact(command_overrides()),

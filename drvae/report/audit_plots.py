@@ -101,6 +101,31 @@ def gallery(sets: AuditSets, near: dict[str, Tensor], n: int, path: Path) -> str
     return path.name
 
 
+def fidelity_grid(
+    blocks: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]], n: int, path: Path
+) -> str:
+    """One row per grade: up to `n` real test images | their reconstructions | `n` samples of
+    that grade; `blocks[g]` holds the three uint8 (m, S, S, 3) sets, blank where m < n."""
+    size = next(iter(blocks.values()))[0].shape[1]
+    blank = np.full((size, size, 3), 255, np.uint8)
+    tiles = [
+        image
+        for sets in blocks.values()
+        for images in sets
+        for image in [*images[:n], *[blank] * (n - len(images[:n]))]
+    ]
+    grid = to_grid_image(torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2) / 255, nrow=3 * n)
+    step = size + 2  # make_grid's 2-px padding
+    fig, ax = plt.subplots(figsize=(1.5 + 3 * n * 0.6, 0.5 + len(blocks) * 0.6))
+    ax.imshow(grid)
+    ax.set_xticks([(b + 0.5) * n * step for b in range(3)], ["real", "reconstruction", "samples"])
+    ax.set_yticks([(r + 0.5) * step for r in range(len(blocks))], [f"grade {g}" for g in blocks])
+    ax.tick_params(length=0)
+    for b in (1, 2):  # block borders
+        ax.axvline(b * n * step + 1, color="white", lw=3)
+    return _save(fig, path)
+
+
 def vae_plot(report: dict[str, Any], path: Path) -> str:
     """KL per latent dimension (sorted) of each VAE on held-out real images."""
     fig, ax = plt.subplots(figsize=(5.5, 3.2))

@@ -13,6 +13,8 @@ from drvae.pipeline.main import FAILED
 from drvae.pipeline.predictions import PREDICTIONS, external_predictions
 
 RESULTS = "results.json"
+FIDELITY_SETS = ("real", "recon", "synthetic")  # as drvae.metrics.fidelity names them
+FIDELITY_RATIOS = ("recon_ratio", "synthetic_ratio")
 EXPECTED = "expected job folders with results.json, made by `drvae -m ...`"
 
 
@@ -84,10 +86,28 @@ class Job:
         return PREDICTIONS if self.test_set is None else external_predictions(self.test_set)
 
     @property
+    def fidelity(self) -> dict[str, Any] | None:
+        """The generator fidelity (results.json `audit.fidelity`), None where not judged."""
+        return ((self.results or {}).get("audit") or {}).get("fidelity")
+
+    @property
     def synthetic_set(self) -> Path | None:
         """The folder of the synthetic set the job trained on (None when it used none)."""
         generate = (self.results or {}).get("stages", {}).get("generate") or {}
         return Path(generate["path"]) if generate.get("path") else None
+
+
+def fidelity_figures(fidelity: dict[str, Any]) -> dict[str, float]:
+    """`audit.fidelity` as flat numbers: fidelity/<real|recon|synthetic>/recall_grade<g>,
+    fidelity/<recon|synthetic>_ratio/grade<g>, fidelity/<set>/accuracy and .../qwk; None
+    values (an undefined ratio, a grade absent from a set) left out."""
+    figures = {}
+    for grade, row in fidelity["grades"].items():
+        figures |= {f"fidelity/{s}/recall_grade{grade}": row[s] for s in FIDELITY_SETS}
+        figures |= {f"fidelity/{r}/grade{grade}": row[r] for r in FIDELITY_RATIOS}
+    for name, pooled in fidelity["pooled"].items():
+        figures |= {f"fidelity/{name}/{k}": pooled[k] for k in ("accuracy", "qwk")}
+    return {k: v for k, v in figures.items() if v is not None}
 
 
 def is_seed(override: str) -> bool:

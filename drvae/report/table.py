@@ -14,7 +14,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drvae.report.collect import EXPECTED, Job, NothingToReport, collect, job_labels, settings
+from drvae.report.collect import (
+    EXPECTED,
+    FIDELITY_RATIOS,
+    FIDELITY_SETS,
+    Job,
+    NothingToReport,
+    collect,
+    fidelity_figures,
+    job_labels,
+    settings,
+)
 from drvae.report.files import write_atomic
 from drvae.report.stats import (
     BOOTSTRAPPED,
@@ -205,6 +215,43 @@ def per_job_table(jobs: list[Job]) -> str:
     return _table(["metric", *job_labels(done)], rows)
 
 
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def fidelity_table(fidelity: dict) -> str:
+    """One job's generator fidelity: per grade the judge's recall on the real test images,
+    their reconstructions and the synthetic set, and the two ratios; pooled accuracy, QWK."""
+    head = ["grade", "n real / synthetic", *FIDELITY_SETS, "recon/real", "synthetic/real"]
+    rows = [
+        [g, f"{row['n_real']} / {row['n_synthetic']}"]
+        + [_cell(row[k]) for k in (*FIDELITY_SETS, *FIDELITY_RATIOS)]
+        for g, row in fidelity["grades"].items()
+    ]
+    pooled = fidelity["pooled"]
+    n = f"{pooled['real']['n']} / {pooled['synthetic']['n']}"
+    for stat in ("accuracy", "qwk"):
+        rows.append([f"pooled {stat}", n, *(_cell(pooled[s][stat]) for s in FIDELITY_SETS), "", ""])
+    return _table(head, rows)
+
+
+def fidelity_section(jobs: list[Job]) -> str:
+    """Each judged job's fidelity table (none: the section is left out)."""
+    done = [j for j in jobs if j.results is not None]
+    judged = [
+        (job, label) for job, label in zip(done, job_labels(done), strict=True) if job.fidelity
+    ]
+    if not judged:
+        return ""
+    intro = (
+        "Judge: the classifier trained on real images only. real: its recall on the real test "
+        "images; recon: on the VAE's reconstructions of them (true grade); synthetic: on the "
+        "synthetic set (requested grade, i.e. class consistency)."
+    )
+    tables = [f"### {label}\n\n{fidelity_table(job.fidelity)}" for job, label in judged]
+    return "\n\n".join(["## Generator fidelity", intro, *tables])
+
+
 def _figures(figures: tuple[list[str], list[str]] | None) -> str:
     if figures is None:
         return ""
@@ -227,6 +274,7 @@ def markdown(
         "## Difference to the baseline",
         delta_table(found, replicates),
         *(external_section(name, seen, replicates) for name, seen in found.external.items()),
+        fidelity_section(found.jobs),
         job_lists(found),
         _figures(figures),
         "## Per job",
@@ -255,8 +303,22 @@ def csv_rows(found: Comparison, prefix: str = "") -> list[list[str]]:
             numbers = (mean, std, d.delta, d.low, d.high)
             if n:
                 rows.append([label, prefix + metric, str(n), *map(_number, numbers)])
+    if not prefix:  # the generator's fidelity, on the test split only
+        rows += fidelity_rows(found)
     for name, seen in found.external.items():
         rows += csv_rows(seen, f"external/{name}/")
+    return rows
+
+
+def fidelity_rows(found: Comparison) -> list[list[str]]:
+    """Per setting the fidelity figures (`fidelity/...`, drvae.report.collect) across its
+    judged seeds: mean and std; no difference to the baseline (it has no synthetic set)."""
+    rows = []
+    for label, jobs in found.groups.items():
+        figures = [fidelity_figures(j.fidelity) for j in jobs if j.fidelity]
+        for name in dict.fromkeys(k for f in figures for k in f):
+            n, mean, std = mean_std([f[name] for f in figures if name in f])
+            rows.append([label, name, str(n), _number(mean), _number(std), "", "", ""])
     return rows
 
 
