@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# experiments/generator_ablation: each generator lever's effect on the fidelity figures
+# (the judge's per-grade recall on real test images, their reconstructions and 100 samples
+# per grade). The judge is the classifier trained on real images only (the rebalance=none
+# job's), shared through the stage cache. One run folder per setting under
+# runs/generator_ablation/; a relaunch skips finished runs.
+# Usage (from the repository root): bash experiments/generator_ablation/run.sh
+# (EXTRA="paths.cache_dir=..." adds overrides to every run)
+set -u
+OUT=${OUT:-runs/generator_ablation}
+COMMON="stages=[vae,generate,fidelity] generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
+while read -r name args; do
+  [ -f "$OUT/$name/results.json" ] && continue
+  eval "set -- $args"
+  .venv/bin/drvae $COMMON "$@" hydra.run.dir="$OUT/$name" || echo "failed: $name" >&2
+done <<LIST
+sim64/conv_s0 vae=conv seed=0
+sim64/hierarchical_s0 vae=hierarchical seed=0
+sim64/hierarchical_balanced_s0 vae=hierarchical vae.sampler=balanced seed=0
+sim64/hierarchical_gradeloss100_s0 vae=hierarchical vae.model.grade_loss_weight=100 seed=0
+sim64/hierarchical_beta1_s0 vae=hierarchical vae.model.beta=1.0 seed=0
+sim64/hierarchical_30epochs_s0 vae=hierarchical vae.trainer.max_epochs=30 seed=0
+LIST
+.venv/bin/drvae-report "$OUT/sim64"
