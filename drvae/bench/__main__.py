@@ -143,6 +143,9 @@ def run_group(
             out[f"vae_generation_{size}px"] = bench_generation(
                 size, n=n if device == "cuda" else 1024, device=device
             )
+        out["vae_training_64px_hierarchical"] = bench_vae_training(  # vae=hierarchical
+            64, n=n, epochs=epochs, batch=16, device=device, architecture="hierarchical"
+        )
     elif group == "classifier":
         from drvae.bench.classifier import bench_classifier_training
 

@@ -27,10 +27,18 @@ def _vae_loss(model: torch.nn.Module, images: torch.Tensor, grades: torch.Tensor
 
 
 def bench_vae_training(
-    size: int, n: int = 512, epochs: int = 3, batch: int = 64, device: str = "cpu"
+    size: int,
+    n: int = 512,
+    epochs: int = 3,
+    batch: int = 64,
+    device: str = "cpu",
+    architecture: str = "conv",
 ) -> dict[str, Any]:
-    """Images/s of VAE training (median epoch after the first), drvae and hand-written."""
-    arch = dict(image_size=size, depth=DEPTH[size])
+    """Images/s of VAE training (median epoch after the first), drvae and hand-written.
+    `architecture="hierarchical"` benches vae=hierarchical's model (its z2 at 16x16)."""
+    arch: dict[str, Any] = dict(image_size=size, depth=DEPTH[size], architecture=architecture)
+    if architecture == "hierarchical":
+        arch |= dict(latent_dim=64, spatial_depth=DEPTH[size] - 2)
     figures = compare_training(
         lambda: ConditionalVAE(**arch),
         _vae_loss,
@@ -42,6 +50,7 @@ def bench_vae_training(
     ratio = figures.pop("ratio")
     return {
         "size": size,
+        "architecture": architecture,
         "depth": DEPTH[size],
         "batch_size": batch,
         **figures,
