@@ -22,6 +22,7 @@ from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
+from drvae.models.latent_samplers import LatentSampler, PriorSampler
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 
@@ -62,13 +63,17 @@ def sample_grade(
     seed: int,
     batch_size: int,
     *more_seed: int,
+    sampler: LatentSampler | None = None,
 ) -> np.ndarray:
-    """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch)."""
+    """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch), their
+    latents from `sampler` (None: the prior, the very draws `vae.sample` makes)."""
     generator = grade_generator(seed, grade, *more_seed)
+    sampler = sampler or PriorSampler(vae.hparams.latent_dim)
+    latents = sampler.stream(grade, temperature, generator)
     batches = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        x = vae.sample([grade] * n, temperature, generator=generator)  # (n, 3, S, S)
+        x = vae.decode_latent(latents(n), [grade] * n, temperature, generator)  # (n, 3, S, S)
         batches.append((x * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(batches)
 
