@@ -11,6 +11,7 @@ from unittest.mock import ANY
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 from PIL import Image
 
 from drvae.data.readers import read_dataset
@@ -18,8 +19,11 @@ from drvae.data.records import DataError
 from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import CheckpointError
-from drvae.pipeline.generate_stage import per_grade_counts
+from drvae.models.latent_samplers import GaussianMixtureSampler
+from drvae.pipeline.generate_stage import generate_key, per_grade_counts
 from drvae.pipeline.run import run
+from drvae.pipeline.sampler_stage import FittedSampler
+from drvae.pipeline.store import StageResult
 from drvae.pipeline.synthetic_sources import DecoderSynthetic
 
 TINY = [
@@ -169,6 +173,48 @@ def test_another_seed_gives_other_images(first: dict, cache_dir: Path, tmp_path:
     assert not np.array_equal(a, b)
 
 
+def test_a_gmm_sampled_set_records_its_sampler_and_fit(
+    first: dict, cache_dir: Path, tmp_path: Path
+) -> None:
+    ckpt = first["stages"]["vae"]["path"]
+    over = ["stages=[generate]", f"generate.checkpoint={ckpt}", "generate.per_grade=3"]
+    over += ["generate.sampler=gmm", "generate.gmm.components=2"]
+    result = run(config(cache_dir, tmp_path, *over))
+    folder = Path(result["stages"]["generate"]["path"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sha = GaussianMixtureSampler.load(folder / "sampler.npz").sha256()
+    assert manifest["sampler"] == {
+        "name": "gmm",
+        "components": 2,
+        "min_images_per_component": 10,
+        "covariance_type": "full",
+        "state": "sampler.npz",
+        "state_sha256": sha,
+    }
+    assert manifest["sampler_data"] == result["data"]["key"]  # fitted on its train split
+    assert result["stages"]["sampler"]["state_sha256"] == sha
+    prior = json.loads(Path(first["stages"]["generate"]["path"], "manifest.json").read_text())
+    assert prior["sampler"] == {"name": "prior"} and "sampler_data" not in prior
+    # the online source draws from the same fit
+    s = result["stages"]["sampler"]
+    stage = StageResult("sampler", s["key"], Path(s["path"]), True, 0.0, s)
+    gmm = {k: v for k, v in manifest["sampler"].items() if not k.startswith("state")}
+    fitted = FittedSampler(gmm, result["data"]["key"], stage)
+    vaes, counts = dict.fromkeys(range(5), Path(ckpt)), {1: 3, 4: 2}
+    source = DecoderSynthetic(vaes, counts, 1.0, 1, 8, fitted)
+    images, _ = source.draw(0)
+    assert images.shape == (5, 32, 32, 3) and np.array_equal(images, source.draw(0)[0])
+    assert not np.array_equal(images, DecoderSynthetic(vaes, counts, 1.0, 1, 8).draw(0)[0])
+
+
+def test_the_prior_sampler_leaves_generate_keys_as_they_were(tmp_path: Path) -> None:
+    ckpt = tmp_path / "vae.ckpt"
+    ckpt.write_text("vae")
+    g = OmegaConf.create({"temperature": 1.0, "seed": 0, "device": "cpu", "sampler": "prior"})
+    before_samplers = "e322f14016942fc9fdfdfa6a725e585fef6e85244f238bdee442270320f2b368"
+    assert generate_key({3: ckpt}, {3: 5}, g)[0] == before_samplers
+
+
 def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> None:
     out = Path(first["config"]["paths"]["output_dir"])
     with pytest.raises(ConfigError, match="never overwritten"):
@@ -183,6 +229,8 @@ def test_an_earlier_run_is_never_overwritten(first: dict, cache_dir: Path) -> No
         ("generate.per_grade={2: -1}", ConfigError, "must be a positive integer"),
         ("generate.per_grade=many", ConfigError, "expected an int or a mapping"),
         ("generate.temperature=0", ConfigError, "generate.temperature must be > 0"),
+        ("generate.sampler=vamp", ConfigError, "generate.sampler: expected one of"),
+        ("generate.gmm.components=0", ConfigError, "generate.gmm.components: expected an int"),
         ("stages=[vae,classify]", ConfigError, "unknown or empty"),
         ("vae.model.depth=6", ConfigError, "not divisible by 2\\*\\*depth"),
         ("vae.model.norm=layer", ConfigError, "norm must be one of"),

@@ -14,6 +14,7 @@ from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError, check_vae_fits
 from drvae.pipeline.classifier_stage import build_classifier
 from drvae.pipeline.generate_stage import generate_device, per_grade_counts
+from drvae.pipeline.sampler_stage import sampler_config
 from drvae.pipeline.store import plain
 from drvae.pipeline.vae_stage import build_vae
 
@@ -74,6 +75,7 @@ def _check_generate(cfg: DictConfig) -> None:
     if cfg.generate.temperature <= 0:
         raise ConfigError(f"generate.temperature must be > 0, got {cfg.generate.temperature}")
     generate_device(cfg.generate)
+    sampler_config(cfg.generate)
     if cfg.generate.batch_size <= 0:
         raise ConfigError(f"generate.batch_size must be > 0, got {cfg.generate.batch_size}")
 

@@ -21,6 +21,7 @@ from drvae.errors import ConfigError
 from drvae.metrics.audit import classifier_outputs
 from drvae.models.checkpoints import load_classifier
 from drvae.pipeline.generate_stage import run_generate_stage
+from drvae.pipeline.sampler_stage import FittedSampler
 from drvae.pipeline.store import StageResult, StageStore, config_key
 from drvae.pipeline.synthetic_sources import read_synthetic_images
 
@@ -53,15 +54,16 @@ def confident_synthetic(
     needed: Mapping[int, int],
     reference: StageResult,
     store: StageStore,
+    sampler: FittedSampler | None = None,
 ) -> tuple[FixedSynthetic, str, StageResult, dict[str, Any]]:
     """The filtered synthetic images, a key over them, the generate stage that wrote the
-    candidates, and what the filter did."""
+    candidates (its latents from `sampler`; None: the prior), and what the filter did."""
     r, needed = cfg.rebalance, {g: n for g, n in needed.items() if n}
     model = load_classifier(reference.path / "classifier.ckpt")
     factor = 2
     while True:
         counts = {g: n * factor for g, n in needed.items()}
-        generated = run_generate_stage(cfg.generate, counts, checkpoints, store)
+        generated = run_generate_stage(cfg.generate, counts, checkpoints, store, sampler)
         candidates = read_synthetic_images(generated.path, counts, image_size)
         _, probabilities = classifier_outputs(model, candidates.images)
         p = probabilities.numpy()[np.arange(len(candidates.grades)), candidates.grades]

@@ -7,10 +7,11 @@ manifest names the checkpoint's SHA-256, so every synthetic image is traceable.
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,8 +23,14 @@ from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
+from drvae.models.latent_samplers import LatentSampler, PriorSampler
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+
+if TYPE_CHECKING:  # sampler_stage imports this module
+    from drvae.pipeline.sampler_stage import FittedSampler
+
+STATE = "sampler.npz"  # a fitted sampler's state: in its stage's folder and in each set
 
 
 def per_grade_counts(value: Any, key: str = "generate.per_grade") -> dict[int, int]:
@@ -62,13 +69,17 @@ def sample_grade(
     seed: int,
     batch_size: int,
     *more_seed: int,
+    sampler: LatentSampler | None = None,
 ) -> np.ndarray:
-    """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch)."""
+    """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch), their
+    latents from `sampler` (None: the prior, the very draws `vae.sample` makes)."""
     generator = grade_generator(seed, grade, *more_seed)
+    sampler = sampler or PriorSampler(vae.hparams.latent_dim)
+    latents = sampler.stream(grade, temperature, generator)
     batches = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        x = vae.sample([grade] * n, temperature, generator=generator)  # (n, 3, S, S)
+        x = vae.decode_latent(latents(n), [grade] * n, temperature, generator)  # (n, 3, S, S)
         batches.append((x * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(batches)
 
@@ -106,40 +117,62 @@ def generate_device(cfg: DictConfig) -> str:
     return device
 
 
+def checkpoint_shas(checkpoints: Mapping[int, Path], grades: Iterable[int]) -> dict[int, str]:
+    """Grade -> SHA-256 of its VAE checkpoint, for `grades`; each file hashed once."""
+    grades = list(grades)
+    digests = {path: sha256_file(path) for path in {checkpoints[g] for g in grades}}
+    return {g: digests[p] for g, p in checkpoints.items() if g in grades}
+
+
 def generate_key(
-    checkpoints: Mapping[int, Path], counts: Mapping[int, int], cfg: DictConfig
+    checkpoints: Mapping[int, Path],
+    counts: Mapping[int, int],
+    cfg: DictConfig,
+    sampler: FittedSampler | None = None,
 ) -> tuple[str, dict]:
-    digests = {path: sha256_file(path) for path in {checkpoints[g] for g in counts}}  # once each
-    shas = {g: digests[p] for g, p in checkpoints.items() if g in counts}
+    shas = checkpoint_shas(checkpoints, counts)
     params = {
         "per_grade": dict(counts),
         "temperature": cfg.temperature,
         "seed": cfg.seed,
         "device": generate_device(cfg),  # GPU and CPU arithmetic differ in the last bits
+        # the prior adds nothing, so sets sampled from it keep the keys they always had
+        **(sampler.key_material() if sampler else {}),
     }
     return config_key("generate", shas, params), {"checkpoint_sha256": shas, **params}
 
 
 def run_generate_stage(
-    cfg: DictConfig, counts: Mapping[int, int], checkpoints: Mapping[int, Path], store: StageStore
+    cfg: DictConfig,
+    counts: Mapping[int, int],
+    checkpoints: Mapping[int, Path],
+    store: StageStore,
+    sampler: FittedSampler | None = None,
 ) -> StageResult:
-    """Write (or reuse) `counts[g]` images of each grade; `checkpoints` maps grades to VAEs."""
-    key, params = generate_key(checkpoints, counts, cfg)
+    """Write (or reuse) `counts[g]` images of each grade; `checkpoints` maps grades to VAEs,
+    `sampler` is the fitted latent sampler (None: the prior)."""
+    key, params = generate_key(checkpoints, counts, cfg, sampler)
 
     def build(tmp: Path) -> dict[str, Any]:
         start = time.perf_counter()
         images, grades = [], []
         paths = {checkpoints[g] for g in counts}
         vaes = {path: load_vae(path).to(params["device"]) for path in paths}  # each file once
+        latents = sampler.load(list(counts)) if sampler else None
         for grade, count in params["per_grade"].items():
             vae = vaes[checkpoints[grade]]
             images.append(
-                sample_grade(vae, grade, count, cfg.temperature, cfg.seed, cfg.batch_size)
+                sample_grade(
+                    vae, grade, count, cfg.temperature, cfg.seed, cfg.batch_size, sampler=latents
+                )
             )
             grades += [grade] * count
         seconds = time.perf_counter() - start
+        if sampler:
+            shutil.copyfile(sampler.path, tmp / STATE)  # the set carries its sampler's fit
         manifest = {
             **params,
+            "sampler": sampler.manifest() if sampler else {"name": "prior"},
             "checkpoints": {g: str(checkpoints[g]) for g in counts},
             "config": plain(cfg),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -32,6 +32,7 @@ from drvae.pipeline.external import check_test_sets, score_external
 from drvae.pipeline.fidelity_stage import GRID, run_fidelity_stage
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.predictions import PREDICTIONS
+from drvae.pipeline.sampler_stage import FittedSampler, fit_sampler
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
@@ -124,9 +125,19 @@ class Run:
             if stage in self.stages:
                 self.record(stage, {"skipped": why})
 
-    def generate(self, checkpoints: dict[int, Path], needed: dict[int, int]) -> StageResult:
-        g = self.cfg.generate
-        generated = run_generate_stage(g, counts_to_generate(g, needed), checkpoints, self.store)
+    def sampler(self, data: PreparedData, checkpoints: dict[int, Path]) -> FittedSampler | None:
+        """`generate.sampler` fitted on the train split (None: the prior needs no fit)."""
+        fitted = fit_sampler(self.cfg.generate, data, checkpoints, self.store)
+        if fitted is not None:
+            self.record("sampler", fitted.stage.summary())
+        return fitted
+
+    def generate(
+        self, data: PreparedData, checkpoints: dict[int, Path], needed: dict[int, int]
+    ) -> StageResult:
+        g, sampler = self.cfg.generate, self.sampler(data, checkpoints)
+        counts = counts_to_generate(g, needed)
+        generated = run_generate_stage(g, counts, checkpoints, self.store, sampler)
         self.record("generate", generated.summary())
         self.generated = generated
         return generated
@@ -142,7 +153,8 @@ class Run:
         checkpoints = self.vaes(data)
         if self.generated is None:
             train = data.per_grade()["train"]
-            self.generate(checkpoints, {g: self.cfg.audit.per_grade for g in train if train[g]})
+            wanted = {g: self.cfg.audit.per_grade for g in train if train[g]}
+            self.generate(data, checkpoints, wanted)
         return self.generated.path, self.generated.key, checkpoints
 
     def judged_set(self, data: PreparedData) -> JudgedSet:
@@ -216,23 +228,29 @@ class Run:
         checkpoints = self.vaes(data)
         if "classifier" not in self.stages:
             if "generate" in self.stages:
-                self.generate(checkpoints, needed)
+                self.generate(data, checkpoints, needed)
             return None, None
         if self.cfg.rebalance.synthetic_source == "online":
             self.skip(("generate",), "synthetic images are drawn online")
-            g = self.cfg.generate
+            g, sampler = self.cfg.generate, self.sampler(data, checkpoints)
             source = partial(
-                DecoderSynthetic, checkpoints, needed, g.temperature, g.seed, g.batch_size
+                DecoderSynthetic, checkpoints, needed, g.temperature, g.seed, g.batch_size, sampler
             )
-            return source, "online:" + generate_key(checkpoints, needed, g)[0]
+            return source, "online:" + generate_key(checkpoints, needed, g, sampler)[0]
         if self.cfg.rebalance.min_confidence is not None:
             chosen, key, generated, self.confidence = confident_synthetic(
-                self.cfg, data.image_size, checkpoints, needed, self.reference(data), self.store
+                self.cfg,
+                data.image_size,
+                checkpoints,
+                needed,
+                self.reference(data),
+                self.store,
+                self.sampler(data, checkpoints),
             )
             self.record("generate", generated.summary())
             self.generated = generated  # the candidates: what the generator made, unfiltered
             return (lambda: chosen), key
-        generated = self.generate(checkpoints, needed)
+        generated = self.generate(data, checkpoints, needed)
         source = partial(read_synthetic_images, generated.path, needed, data.image_size)
         return source, generated.key
 

@@ -1,0 +1,145 @@
+"""Stage `sampler`: fit the latent sampler `generate.sampler` names, on the TRAIN split.
+
+`prior` (z ~ N(0, T^2 I)) needs no fit. `gmm` fits, per grade, a Gaussian mixture to the
+encoder means of that grade's training images, each grade through the VAE it is sampled
+from (`drvae.models.latent_samplers`). The fit is stored once per (VAE checkpoints, data,
+sampler config, seed): the generate stage, the online source and the confidence filter all
+sample from that one fit, and the generate stage copies it into its set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from drvae.errors import ConfigError
+from drvae.models.checkpoints import load_vae
+from drvae.models.latent_samplers import COVARIANCE_TYPES, GaussianMixtureSampler
+from drvae.models.vae import ConditionalVAE
+from drvae.pipeline.data import PreparedData
+from drvae.pipeline.generate_stage import STATE, checkpoint_shas, generate_device
+from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+
+SAMPLERS = ("prior", "gmm")
+
+
+def sampler_config(g: DictConfig) -> dict[str, Any]:
+    """`generate.sampler` and the options that determine its fit, checked (the gmm options
+    even when unused: a typo fails now, not in the run that first uses it)."""
+    name = g.get("sampler", "prior")
+    if name not in SAMPLERS:
+        raise ConfigError(f"generate.sampler: expected one of {SAMPLERS}, got {name!r}")
+    options = plain(g.get("gmm")) or {}
+    sizes = {k: options.get(k, 10) for k in ("components", "min_images_per_component")}
+    for key, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"generate.gmm.{key}: expected an int >= 1, got {value!r}")
+    covariance_type = options.get("covariance_type", "full")
+    if covariance_type not in COVARIANCE_TYPES:
+        raise ConfigError(
+            f"generate.gmm.covariance_type: expected one of {COVARIANCE_TYPES}, "
+            f"got {covariance_type!r}"
+        )
+    if name == "prior":
+        return {"name": name}
+    return {"name": name, **sizes, "covariance_type": covariance_type}
+
+
+@dataclass(frozen=True)
+class FittedSampler:
+    """A stored fit: its config, the data it was fitted on, its state file and hash."""
+
+    config: dict[str, Any]
+    data_key: str
+    stage: StageResult
+
+    @property
+    def path(self) -> Path:
+        return self.stage.path / STATE
+
+    @property
+    def sha256(self) -> str:
+        return self.stage.info["state_sha256"]
+
+    def key_material(self) -> dict[str, Any]:
+        """What a generate key adds for this sampler (fitted on the train split: its data)."""
+        return {"sampler": self.config, "sampler_data": self.data_key}
+
+    def manifest(self) -> dict[str, Any]:
+        return {**self.config, "state": STATE, "state_sha256": self.sha256}
+
+    def load(self, grades: list[int]) -> GaussianMixtureSampler:
+        """The sampler, refusing grades it has no mixture for (no training images)."""
+        sampler = GaussianMixtureSampler.load(self.path)
+        missing = [g for g in grades if g not in sampler.mixtures]
+        if missing:
+            raise ConfigError(
+                f"generate.sampler={self.config['name']}: grade(s) {missing} have no training "
+                "images to fit a mixture to"
+            )
+        return sampler
+
+
+def encoder_means(
+    vae: ConditionalVAE, images: np.ndarray, index: np.ndarray, grade: int, batch_size: int
+) -> np.ndarray:
+    """(N, latent_dim) posterior means of `images[index]`, (N, S, S, 3) uint8 of one grade,
+    read a batch at a time (`images` is the cache's memory map)."""
+    means = []
+    for start in range(0, len(index), batch_size):
+        batch = images[index[start : start + batch_size]]  # (B, S, S, 3), a copy
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (B, 3, S, S) uint8
+        means.append(vae.encode_means(x, [grade] * len(x)).double().cpu().numpy())
+    return np.concatenate(means)
+
+
+def train_latents(
+    data: PreparedData, checkpoints: Mapping[int, Path], device: str, batch_size: int
+) -> dict[int, np.ndarray]:
+    """Grade -> encoder means of its training images (grades without any are left out)."""
+    train = data.splits.train
+    grades = data.cache.grades[train]
+    vaes = {p: load_vae(p, device) for p in set(checkpoints.values())}  # each file once
+    latents = {}
+    for grade, path in sorted(checkpoints.items()):
+        index = train[grades == grade]  # sorted, as the splits are
+        if len(index):
+            latents[grade] = encoder_means(vaes[path], data.cache.images, index, grade, batch_size)
+    return latents
+
+
+def fit_sampler(
+    g: DictConfig, data: PreparedData, checkpoints: Mapping[int, Path], store: StageStore
+) -> FittedSampler | None:
+    """The fitted sampler `generate.sampler` names (None for the prior), fitted or reused."""
+    config = sampler_config(g)
+    if config["name"] == "prior":
+        return None
+    device = generate_device(g)
+    shas = checkpoint_shas(checkpoints, list(checkpoints))
+    key = config_key("sampler", shas, data.key, config, g.seed, device)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        latents = train_latents(data, checkpoints, device, g.batch_size)
+        sampler = GaussianMixtureSampler.fit(
+            latents,
+            config["components"],
+            config["covariance_type"],
+            seed=g.seed,
+            min_per_component=config["min_images_per_component"],
+        )
+        sampler.save(tmp / STATE)
+        return {
+            **config,
+            "state_sha256": sampler.sha256(),
+            "train_images": {grade: len(z) for grade, z in latents.items()},
+            "components_fitted": {grade: len(m.weights) for grade, m in sampler.mixtures.items()},
+        }
+
+    return FittedSampler(config, data.key, store.run("sampler", key, build))
