@@ -61,6 +61,9 @@ def grade_generator(seed: int, grade: int, *more: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
+LOWER_LEVELS = 0x10E7E1  # the lower-latent stream's seed word (no epoch number reaches it)
+
+
 def sample_grade(
     vae: ConditionalVAE,
     grade: int,
@@ -74,12 +77,15 @@ def sample_grade(
     """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch), their
     latents from `sampler` (None: the prior, the very draws `vae.sample` makes)."""
     generator = grade_generator(seed, grade, *more_seed)
+    # A hierarchical VAE's lower latents get their own stream, drawn image by image, so that
+    # a larger count extends the set (prefix-stable) whatever the batch size.
+    lower = grade_generator(seed, grade, *more_seed, LOWER_LEVELS)
     sampler = sampler or PriorSampler(vae.hparams.latent_dim)
     latents = sampler.stream(grade, temperature, generator)
     batches = []
     for start in range(0, count, batch_size):
         n = min(batch_size, count - start)
-        x = vae.decode_latent(latents(n), [grade] * n, temperature, generator)  # (n, 3, S, S)
+        x = vae.decode_latent(latents(n), [grade] * n, temperature, lower)  # (n, 3, S, S)
         batches.append((x * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(batches)
 

@@ -223,7 +223,9 @@ class TopDownDecoder(_Coded):
             )
             kl = gaussian_kl_between(mu_q, logvar_q, mu_p, logvar_p).flatten(1)
         else:
-            noise = torch.randn(mu_p.shape, generator=generator).to(mu_p.device)
+            # image by image: the i-th image's noise does not depend on the batch size
+            noise = torch.stack([torch.randn(mu_p.shape[1:], generator=generator) for _ in mu_p])
+            noise = noise.to(mu_p.device)
             z2 = mu_p + temperature * noise * (0.5 * logvar_p).exp()
         h = h + self.from_z2(z2)
         for i in range(self.spatial_depth - 2, -1, -1):
