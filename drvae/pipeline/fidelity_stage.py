@@ -97,14 +97,15 @@ def fidelity_key(
 def run_fidelity_stage(
     cfg: DictConfig,
     data: PreparedData,
-    synthetic: tuple[np.ndarray, np.ndarray, str],
+    synthetic: tuple[str, Callable[[], tuple[np.ndarray, np.ndarray]]],
     checkpoints: Mapping[int, Path],
     reference: StageResult,
     store: StageStore,
 ) -> StageResult:
     """Judge (or reuse the judging of) the real test images, their reconstructions and a
-    synthetic set: `synthetic` is (images, requested grades, the set's key)."""
-    images, requested, synthetic_key = synthetic
+    synthetic set: `synthetic` is (the set's key, what reads its images and requested
+    grades: called only when the stage is built)."""
+    synthetic_key, read = synthetic
     a = cfg.audit
     key = fidelity_key(data, synthetic_key, reference, checkpoints, a.fidelity_grid)
 
@@ -113,8 +114,9 @@ def run_fidelity_stage(
         real = (np.asarray(data.cache.images[test]), data.cache.grades[test])
         recon = reconstructions(checkpoints, *real, cfg.generate.batch_size)
         judge = judge_of(load_classifier(reference.path / "classifier.ckpt"), a.batch_size)
-        report = measure(judge, real, recon, (images, requested))
-        blocks = _grid_blocks(real, recon, (images, requested))
+        images = read()  # (images, requested grades)
+        report = measure(judge, real, recon, images)
+        blocks = _grid_blocks(real, recon, images)
         grid = fidelity_grid(blocks, a.fidelity_grid, tmp / GRID)
         return {**report, "judge": reference.key, "grid": grid}
 

@@ -7,7 +7,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +62,28 @@ def _vae_checkpoints(checkpoints: dict[str, str]) -> dict[int, Path]:
 
 @dataclass
 class JudgedSet:
-    """The synthetic images the audit and the fidelity stage judge, and their origin."""
+    """The synthetic images the audit and the fidelity stage judge, and their origin; the
+    images are read only when a stage is built, not when it is reused."""
 
-    images: FixedSynthetic
+    folder: Path
+    image_size: int
     counts: dict[int, int]
     set_key: str
     checkpoints: dict[int, Path]  # grade -> the VAE it came from
 
+    @cached_property
+    def images(self) -> FixedSynthetic:
+        return read_synthetic_images(self.folder, self.counts, self.image_size)
+
+    @property
+    def key(self) -> str:
+        """A key over the set and the counts taken."""
+        return config_key(self.set_key, self.counts)
+
     @property
     def synthetic(self) -> tuple[np.ndarray, np.ndarray, str]:
-        """(images, requested grades, a key over the set and the counts taken)."""
-        return self.images.images, self.images.grades, config_key(self.set_key, self.counts)
+        """(images, requested grades, key)."""
+        return self.images.images, self.images.grades, self.key
 
 
 class Run:
@@ -162,8 +173,7 @@ class Run:
         folder, set_key, checkpoints = self.audit_set(data)
         available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items() if n}
         counts = {g: min(n, self.cfg.audit.per_grade) for g, n in available.items()}
-        images = read_synthetic_images(folder, counts, data.image_size)
-        return JudgedSet(images, counts, set_key, checkpoints)
+        return JudgedSet(folder, data.image_size, counts, set_key, checkpoints)
 
     def judge(self, data: PreparedData) -> StageResult:
         """The classifier trained on real images only, recorded as `audit_reference`."""
@@ -176,7 +186,8 @@ class Run:
     ) -> StageResult:
         """Stage fidelity (drvae.pipeline.fidelity_stage): `audit.fidelity` in results.json,
         and its grid beside it."""
-        args = (self.cfg, data, judged.synthetic, judged.checkpoints, reference, self.store)
+        synthetic = (judged.key, lambda: judged.synthetic[:2])
+        args = (self.cfg, data, synthetic, judged.checkpoints, reference, self.store)
         result = run_fidelity_stage(*args)
         summary = result.summary()
         self.record("fidelity", {k: summary[k] for k in ("key", "path", "reused", "seconds")})
