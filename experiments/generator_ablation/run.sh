@@ -18,7 +18,7 @@ sim64/conv_s0 vae=conv seed=0
 sim64/hierarchical_s0 vae=hierarchical seed=0
 sim64/hierarchical_balanced_s0 vae=hierarchical vae.sampler=balanced seed=0
 sim64/hierarchical_gradeloss100_s0 vae=hierarchical vae.model.grade_loss_weight=100 seed=0
-sim64/hierarchical_beta1_s0 vae=hierarchical vae.model.beta=1.0 seed=0
-sim64/hierarchical_30epochs_s0 vae=hierarchical vae.trainer.max_epochs=30 seed=0
+sim64/conv_gmm_s0 vae=conv generate.sampler=gmm seed=0
+sim64/hierarchical_gmm_s0 vae=hierarchical generate.sampler=gmm seed=0
 LIST
 .venv/bin/drvae-report "$OUT/sim64"
