@@ -144,12 +144,17 @@ class Run:
         return fitted
 
     def generate(
-        self, data: PreparedData, checkpoints: dict[int, Path], needed: dict[int, int]
+        self,
+        data: PreparedData,
+        checkpoints: dict[int, Path],
+        needed: dict[int, int],
+        stage: str = "generate",
     ) -> StageResult:
+        """Write (or reuse) a synthetic set, recorded in results.json under `stage`."""
         g, sampler = self.cfg.generate, self.sampler(data, checkpoints)
         counts = counts_to_generate(g, needed)
         generated = run_generate_stage(g, counts, checkpoints, self.store, sampler)
-        self.record("generate", generated.summary())
+        self.record(stage, generated.summary())
         self.generated = generated
         return generated
 
@@ -165,7 +170,9 @@ class Run:
         if self.generated is None:
             train = data.per_grade()["train"]
             wanted = {g: self.cfg.audit.per_grade for g in train if train[g]}
-            self.generate(data, checkpoints, wanted)
+            # a run whose classifier drew online keeps its "generate: skipped" record
+            online = "skipped" in self.results["stages"].get("generate", {})
+            self.generate(data, checkpoints, wanted, "audit_generate" if online else "generate")
         return self.generated.path, self.generated.key, checkpoints
 
     def judged_set(self, data: PreparedData) -> JudgedSet:
