@@ -181,7 +181,7 @@ class TopDownDecoder(_Coded):
             ResBlock(widths[i], widths[i], self.code_dim) for i in range(depth - 1)
         )
         c = widths[spatial_depth - 1]
-        self.prior = nn.Sequential(ResBlock(c, c, self.code_dim))
+        self.prior = ResBlock(c, c, self.code_dim)  # the context p(z2) and q(z2) read
         self.to_prior = nn.Conv2d(c, 2 * spatial_channels, 3, padding=1)
         self.to_posterior = nn.Conv2d(2 * c, 2 * spatial_channels, 3, padding=1)
         nn.init.zeros_(self.to_posterior.weight)  # q starts at p: no KL shock at step 0
@@ -209,7 +209,7 @@ class TopDownDecoder(_Coded):
         h = self.from_latent(z1).view(-1, self.start, self.bottleneck, self.bottleneck)
         for i in range(len(self.blocks) - 1, self.spatial_depth - 2, -1):
             h = self._level(h, i, code)  # up to the z2 resolution
-        context = self.prior[0](h, code)
+        context = self.prior(h, code)
         mu_p, logvar_p = _moments(self.to_prior(context))  # (B, K, S', S') each
         kl = None
         if features is not None:
