@@ -13,7 +13,8 @@ import pytest
 import torch
 from test_pipeline import config
 
-from drvae.pipeline.fidelity_stage import measure
+from drvae.metrics.fidelity import DEGRADATIONS, degrade, judge_limits
+from drvae.pipeline.fidelity_stage import measure, measure_judge
 from drvae.pipeline.run import run
 
 GRADES = np.array([0, 0, 0, 0, 1, 2, 2, 3, 4])  # the "test split"
@@ -76,6 +77,42 @@ def test_each_set_is_judged_on_its_own_images_against_its_own_grades() -> None:
     assert found["pooled"]["recon"]["accuracy"] == round(4 / 9, 4)
 
 
+def dot(size: int = 16) -> torch.Tensor:
+    """uint8 (1, size, size, 3): grey 128 with one dark pixel, a 1-px lesion."""
+    image = torch.full((1, size, size, 3), 128, dtype=torch.uint8)
+    image[0, size // 2, size // 2] = 0
+    return image
+
+
+def test_blur_and_half_resolution_erase_a_one_pixel_lesion_and_keep_the_flat_field() -> None:
+    for kind in ("blur_1px", "half_resolution"):
+        out = degrade(dot(), kind)
+        assert out.shape == (1, 16, 16, 3) and out.dtype == torch.uint8
+        assert int(out[0, 8, 8, 0]) > 64  # the lesion lost most of its contrast
+        assert int(out[0, 0, 0, 0]) == 128  # far from it, nothing changed
+
+
+def test_the_noise_is_the_same_every_run_and_about_eight_grey_levels() -> None:
+    flat = torch.full((4, 32, 32, 3), 128, dtype=torch.uint8)
+    noisy = degrade(flat, "noise_8")
+    assert torch.equal(noisy, degrade(flat, "noise_8"))
+    assert 7.0 < (noisy.float() - 128).std() < 9.0
+    with pytest.raises(ValueError, match="degradation must be one of"):
+        degrade(flat, "jpeg")
+
+
+def test_a_judge_that_reads_the_exact_pixel_is_fooled_by_noise_only() -> None:
+    """Flat images hold their grade in every pixel: blur and resizing keep it, noise does not."""
+    real = labelled(GRADES)
+    limits = measure_judge(lambda x: reads_the_pixel(x % 5), real)  # noise leaves 0-4
+    assert set(limits) == set(DEGRADATIONS)
+    for kind in ("blur_1px", "half_resolution"):
+        assert limits[kind]["recall"] == {g: 1.0 for g in "01234"} and limits[kind]["accuracy"] == 1
+    assert limits["noise_8"]["accuracy"] < 0.5
+    none = judge_limits(torch.as_tensor(GRADES), {"blur_1px": always_two(real[0])})
+    assert none["blur_1px"]["recall"]["2"] == 1.0 and none["blur_1px"]["recall"]["0"] == 0.0
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     """`make run` in small: a rebalance=none job, then the default (synthetic) job."""
@@ -88,7 +125,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
 def test_the_default_run_writes_the_fidelity_and_its_grid(shared) -> None:
     _, results = shared
     fidelity, stage = results["audit"]["fidelity"], results["stages"]["fidelity"]
-    assert set(fidelity) == {"grades", "pooled", "judge", "grid"}
+    assert set(fidelity) == {"grades", "pooled", "judge", "grid", "judge_limits"}
+    assert set(fidelity["judge_limits"]) == set(DEGRADATIONS)
     assert set(fidelity["pooled"]) == {"real", "recon", "synthetic"}
     assert all(set(row) == KEYS | RATIOS for row in fidelity["grades"].values())
     assert Path(fidelity["grid"]).is_file() and Path(stage["path"]) == Path(fidelity["grid"]).parent
@@ -138,6 +176,8 @@ def test_the_report_shows_each_judged_jobs_fidelity(shared, tmp_path: Path) -> N
         f"| pooled accuracy | {sum(shared[1]['data']['counts']['test'].values())} / 20 | {real:.3f}"
         in text
     )
+    blurred = fidelity["judge_limits"]["blur_1px"]["accuracy"]
+    assert "| blur_1px | " in text and f"{blurred:.3f} |" in text
     with (tmp_path / "report.csv").open() as f:
         rows = {(r["setting"], r["metric"]): r for r in csv.DictReader(f)}
     row = rows[("rebalance=synthetic", "fidelity/recon/accuracy")]

@@ -4,8 +4,13 @@ same images (decoded with their true grade), and the synthetic set (judged again
 it was asked for: class consistency). A reconstruction that keeps the judge's recall shows
 the latent carries what grades a fundus; samples that keep it show the sampler reaches it.
 
+The judge's own limits are measured too (`degrade`): its recall on the real test images
+blurred, halved in resolution or with sensor-like noise added. A judge that loses a grade
+under a 1-pixel blur cannot credit a generator that is not sharper than that, and one that
+reads noise as lesions will credit noisy samples with high grades.
+
 Pure functions on tensors: (N,) grades and (N, K) grade scores whose argmax is the judge's
-grade (`GradeClassifier.grade_probabilities`).
+grade (`GradeClassifier.grade_probabilities`); uint8 (N, S, S, 3) images for `degrade`.
 """
 
 from __future__ import annotations
@@ -13,15 +18,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
 from torch import Tensor
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_cohen_kappa,
     multiclass_recall,
 )
+from torchvision.transforms.v2 import functional as TF
 
 SETS = ("real", "recon", "synthetic")
 RATIOS = {"recon_ratio": "recon", "synthetic_ratio": "synthetic"}  # each over "real"
+# what a generator's typical failures do, applied to the real test images
+DEGRADATIONS = ("blur_1px", "half_resolution", "noise_8")
+NOISE_STD = 8.0  # grey levels of 255: mild sensor noise
 
 
 def _number(value: Tensor) -> float | None:
@@ -68,3 +78,31 @@ def fidelity_table(sets: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Any]:
         for name, f in found.items()
     }
     return {"grades": table, "pooled": pooled}
+
+
+def degrade(images: Tensor, kind: str, seed: int = 0) -> Tensor:
+    """uint8 (N, S, S, 3) images, degraded as one of DEGRADATIONS: a Gaussian blur of
+    sigma 1 px; down to S / 2 (antialiased) and back up (bilinear); Gaussian noise of
+    NOISE_STD grey levels (drawn from `seed`: the same noise every run)."""
+    x = images.permute(0, 3, 1, 2).float()  # (N, 3, S, S) in [0, 255]
+    if kind == "blur_1px":
+        x = TF.gaussian_blur(x, kernel_size=[7, 7], sigma=[1.0, 1.0])
+    elif kind == "half_resolution":
+        size = list(x.shape[-2:])
+        x = TF.resize(TF.resize(x, [s // 2 for s in size], antialias=True), size, antialias=False)
+    elif kind == "noise_8":
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+        x = x + NOISE_STD * noise
+    else:
+        raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {kind!r}")
+    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1)
+
+
+def judge_limits(grades: Tensor, scores: dict[str, Tensor]) -> dict[str, Any]:
+    """Per degradation (its name -> the judge's (N, K) scores on the degraded real images),
+    the judge's recall per grade and pooled accuracy: {name: {"recall": {g: r}, "accuracy"}}."""
+    found = {name: judged(grades, s) for name, s in scores.items()}
+    return {
+        name: {"recall": {str(g): r for g, r in f["recall"].items()}, "accuracy": f["accuracy"]}
+        for name, f in found.items()
+    }

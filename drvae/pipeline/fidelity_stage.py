@@ -20,7 +20,7 @@ from torch import Tensor
 
 from drvae.data.records import NUM_GRADES
 from drvae.integrity import sha256_file
-from drvae.metrics.fidelity import fidelity_table
+from drvae.metrics.fidelity import DEGRADATIONS, degrade, fidelity_table, judge_limits
 from drvae.models.checkpoints import load_classifier, load_vae
 from drvae.models.classifier import GradeClassifier
 from drvae.pipeline.data import PreparedData
@@ -72,6 +72,13 @@ def measure(judge: Judge, real: Labelled, recon: Labelled, synthetic: Labelled) 
     return fidelity_table({name: (torch.as_tensor(g), judge(x)) for name, (x, g) in sets.items()})
 
 
+def measure_judge(judge: Judge, real: Labelled) -> dict[str, Any]:
+    """The judge's recall on the real images under each of DEGRADATIONS (its limits)."""
+    images, grades = torch.from_numpy(real[0]), torch.as_tensor(real[1])
+    scores = {kind: judge(degrade(images, kind).numpy()) for kind in DEGRADATIONS}
+    return judge_limits(grades, scores)
+
+
 def _grid_blocks(real: Labelled, recon: Labelled, synthetic: Labelled) -> dict[int, tuple]:
     """grade -> (its real images, their reconstructions, its samples), grades with samples.
     Reconstructions cover the grades that have a VAE: those that have samples."""
@@ -91,7 +98,8 @@ def fidelity_key(
     """Over the test split, the set, the judge and the VAEs that reconstruct."""
     digests = {p: sha256_file(p) for p in set(checkpoints.values())}  # each file once
     shas = {g: digests[p] for g, p in checkpoints.items()}
-    return config_key("fidelity", data.key, synthetic_key, reference.key, shas, {"grid": grid})
+    settings = {"grid": grid, "judge_limits": DEGRADATIONS}
+    return config_key("fidelity", data.key, synthetic_key, reference.key, shas, settings)
 
 
 def run_fidelity_stage(
@@ -115,7 +123,7 @@ def run_fidelity_stage(
         recon = reconstructions(checkpoints, *real, cfg.generate.batch_size)
         judge = judge_of(load_classifier(reference.path / "classifier.ckpt"), a.batch_size)
         images = read()  # (images, requested grades)
-        report = measure(judge, real, recon, images)
+        report = measure(judge, real, recon, images) | {"judge_limits": measure_judge(judge, real)}
         blocks = _grid_blocks(real, recon, images)
         grid = fidelity_grid(blocks, a.fidelity_grid, tmp / GRID)
         return {**report, "judge": reference.key, "grid": grid}

@@ -235,6 +235,26 @@ def fidelity_table(fidelity: dict) -> str:
     return _table(head, rows)
 
 
+def judge_limits_table(fidelity: dict) -> str:
+    """The judge's recall per grade on the real test images as they are and degraded
+    (`audit.fidelity.judge_limits`): how sharp and clean an image must be for it to grade."""
+    grades = list(fidelity["grades"])
+    as_is = [_cell(fidelity["grades"][g]["real"]) for g in grades]
+    rows = [["as they are", *as_is, _cell(fidelity["pooled"]["real"]["accuracy"])]]
+    for name, found in fidelity["judge_limits"].items():
+        recall = [_cell(found["recall"].get(g)) for g in grades]
+        rows.append([name, *recall, _cell(found["accuracy"])])
+    return _table(["real test images", *(f"recall {g}" for g in grades), "accuracy"], rows)
+
+
+def _job_fidelity(fidelity: dict) -> str:
+    """The fidelity table, then the judge's limits where the run measured them."""
+    if "judge_limits" not in fidelity:
+        return fidelity_table(fidelity)
+    limits = "The judge on degraded real test images (what it can still grade):"
+    return f"{fidelity_table(fidelity)}\n\n{limits}\n\n{judge_limits_table(fidelity)}"
+
+
 def fidelity_section(jobs: list[Job]) -> str:
     """Each judged job's fidelity table (none: the section is left out)."""
     done = [j for j in jobs if j.results is not None]
@@ -248,7 +268,7 @@ def fidelity_section(jobs: list[Job]) -> str:
         "images; recon: on the VAE's reconstructions of them (true grade); synthetic: on the "
         "synthetic set (requested grade, i.e. class consistency)."
     )
-    tables = [f"### {label}\n\n{fidelity_table(job.fidelity)}" for job, label in judged]
+    tables = [f"### {label}\n\n{_job_fidelity(job.fidelity)}" for job, label in judged]
     return "\n\n".join(["## Generator fidelity", intro, *tables])
 
 
