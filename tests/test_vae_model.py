@@ -520,6 +520,25 @@ def test_optimizer_and_scheduler_come_from_partial_config_nodes() -> None:
     assert isinstance(ConditionalVAE(**TINY).configure_optimizers(), torch.optim.Adam)
 
 
+def test_a_per_step_schedule_follows_the_trainers_length(tmp_path: Path) -> None:
+    """WarmupCosine (the per-step schedule classifier=dr_recipe uses) gets the training
+    length from the Trainer: 2 epochs of 4 batches, warm-up then decay to its floor."""
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    loader = DataLoader(TensorDataset(images, torch.arange(16) % 5), batch_size=4)
+    scheduler = {
+        "_target_": "drvae.models.optim.WarmupCosine",
+        "_partial_": True,
+        "warmup_fraction": 0.25,
+        "min_lr_ratio": 0.01,
+    }
+    vae = ConditionalVAE(**TINY, scheduler=scheduler)
+    trainer = quiet_trainer(default_root_dir=tmp_path, max_epochs=2)
+    trainer.fit(vae, loader)
+    schedule = trainer.lr_scheduler_configs[0]
+    assert schedule.interval == "step" and schedule.scheduler.last_epoch == 8
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
 # ------------------------------------------------------------------ the hierarchical VAE
 
 HIERARCHICAL = dict(architecture="hierarchical", latent_dim=6, width=8, spatial_channels=3)

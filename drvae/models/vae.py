@@ -272,7 +272,11 @@ class ConditionalVAE(L.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.hparams.optimizer or DEFAULT_OPTIMIZER
         return configure_optimizers(
-            self.parameters(), optimizer, self.hparams.scheduler, "val/loss"
+            self.parameters(),
+            optimizer,
+            self.hparams.scheduler,
+            "val/loss",
+            total_steps=lambda: int(self.trainer.estimated_stepping_batches),
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
