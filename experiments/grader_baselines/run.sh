@@ -18,6 +18,9 @@ done <<LIST
 sim/baseline_s0 classifier=resnet10t seed=0
 sim/recipe_s0 classifier=dr_recipe classifier.model.head=regression seed=0
 sim/recipe_classification_s0 classifier=dr_recipe classifier.model.head=classification seed=0
+sim/recipe_classification_e60_s0 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=0
+sim/recipe_classification_e60_s1 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=1
+sim/recipe_classification_e60_s2 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=2
 sim/recipe_shuffle_s0 classifier=dr_recipe classifier.model.head=classification classifier.sampler=shuffle seed=0
 sim/recipe_noema_s0 classifier=dr_recipe classifier.model.head=classification classifier.ema_decay=null seed=0
 sim/recipe_noschedule_s0 classifier=dr_recipe classifier.model.head=classification classifier.scheduler=null seed=0
