@@ -239,3 +239,42 @@ def test_test_time_augmentation_makes_the_grade_invariant_to_flips_and_turns() -
     with torch.no_grad():
         assert torch.allclose(averaged.evaluate(images), averaged.evaluate(turned), atol=1e-5)
         assert not torch.allclose(plain.evaluate(images), plain.evaluate(turned), atol=1e-5)
+
+
+# ------------------------------------------------------------------ mixup / cutmix
+
+
+def test_soft_cross_entropy_is_cross_entropy_on_one_hot_targets() -> None:
+    from drvae.models.classifier_loss import soft_cross_entropy
+
+    logits, grades = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 4])
+    one_hot = torch.nn.functional.one_hot(grades, 5).float()
+    weight = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0])
+    plain = torch.nn.functional.cross_entropy(logits, grades)
+    weighted = torch.nn.functional.cross_entropy(logits, grades, weight=weight)
+    assert soft_cross_entropy(logits, one_hot) == pytest.approx(float(plain))
+    assert soft_cross_entropy(logits, one_hot, weight) == pytest.approx(float(weighted))
+
+
+def test_mixup_blends_the_training_images_and_learns_the_blended_grades() -> None:
+    """With mixup at probability 1 the network sees blends of the batch's images, never an
+    original, and the loss is the soft cross-entropy against timm's blended grades."""
+    torch.manual_seed(0)
+    model = GradeClassifier(MODEL, image_size=SIZE, mixup={"mixup_alpha": 1.0, "prob": 1.0})
+    images, grades = images_uint8(4, seed=3), torch.tensor([0, 1, 3, 4])
+    seen = []
+    model.net.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    loss = model.training_step((images, grades), 0)
+    originals = ((images.float() / 255 - model.mean) / model.std).contiguous()
+    assert torch.isfinite(loss) and len(seen) == 1
+    assert not any(torch.allclose(seen[0][i], originals[i], atol=1e-3) for i in range(4))
+    odd = model.training_step((images[:3], grades[:3]), 1)  # timm pairs images: odd = plain
+    assert float(odd) == pytest.approx(float(model.loss(model(images[:3]), grades[:3])), rel=1e-4)
+
+
+def test_mixup_is_refused_where_there_are_no_soft_labels() -> None:
+    from drvae.errors import ConfigError
+
+    for head, loss in [("regression", "ce"), ("ordinal", "ce"), ("classification", "focal")]:
+        with pytest.raises(ConfigError, match=r"classifier\.model\.mixup needs head"):
+            GradeClassifier(MODEL, image_size=SIZE, head=head, loss=loss, mixup={"prob": 1.0})

@@ -16,6 +16,7 @@ import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,7 +25,7 @@ from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
 from drvae.metrics.grading import confusion_matrix, grading_metrics
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds
-from drvae.models.classifier_loss import make_loss
+from drvae.models.classifier_loss import make_loss, soft_cross_entropy
 from drvae.models.grading_heads import grade_scores, head_loss, head_outputs
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae import to_unit
@@ -81,6 +82,21 @@ def _from_hub(name: str, settings: dict[str, Any]) -> torch.nn.Module:
         ) from None
 
 
+def make_mixup(
+    settings: dict[str, Any] | None, head: str, loss: str, num_classes: int, smoothing: float
+) -> Mixup | None:
+    """timm's Mixup / CutMix for training batches, or None; it needs soft-label
+    cross-entropy, which only the classification head with the "ce" loss has."""
+    if not settings:
+        return None
+    if head != "classification" or loss != "ce":
+        raise ConfigError(
+            f"classifier.model.mixup needs head=classification and loss=ce (soft-label "
+            f"cross-entropy), got head={head!r}, loss={loss!r}"
+        )
+    return Mixup(**{"label_smoothing": smoothing, **settings, "num_classes": num_classes})
+
+
 class GradeClassifier(L.LightningModule):
     """A timm model with its loss, torchmetrics grading metrics and optimiser.
 
@@ -103,6 +119,9 @@ class GradeClassifier(L.LightningModule):
         compile: `torch.compile` the network for training (in place: checkpoints unchanged).
         tta: test-time augmentation: validation, test and predictions average the outputs
             over the 8 flips and quarter turns of each image (8x the evaluation cost).
+        mixup: None, or timm `Mixup` settings (mixup_alpha, cutmix_alpha, prob,
+            switch_prob, ...): training batches are blended image with image and learnt
+            against the blended grades; classification head with the "ce" loss only.
         optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
         monitor: the validation metric the scheduler (if any) watches.
     """
@@ -124,6 +143,7 @@ class GradeClassifier(L.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         tta: bool = False,
+        mixup: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         monitor: str = "val/qwk",
@@ -139,6 +159,7 @@ class GradeClassifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(data_config["mean"]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(data_config["std"]).view(1, 3, 1, 1))
         self.criterion = make_loss(loss, class_weights, label_smoothing, focal_gamma)
+        self.mixup = make_mixup(mixup, head, loss, num_classes, label_smoothing)
         weights = None if class_weights is None else torch.tensor(class_weights).float()
         self.register_buffer("class_weights", weights)
         # Regression cut points: not a buffer, so that weight averaging (EMA) leaves them be;
@@ -198,9 +219,13 @@ class GradeClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, grades = batch
-        outputs = self(images)
-        loss = self.loss(outputs, grades)
-        self.train_accuracy(self.grade_probabilities(outputs.detach()), grades)
+        if self.mixup is not None and len(grades) % 2 == 0:  # timm pairs the batch off
+            mixed, targets = self.mixup(to_unit(images), grades)
+            loss = soft_cross_entropy(self(mixed), targets, self.class_weights)
+        else:
+            outputs = self(images)
+            loss = self.loss(outputs, grades)
+            self.train_accuracy(self.grade_probabilities(outputs.detach()), grades)
         # one Lightning log call per step (each costs about 1 ms); accuracy at epoch end
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss

@@ -21,6 +21,7 @@ sim/recipe_classification_s0 classifier=dr_recipe classifier.model.head=classifi
 sim/recipe_classification_e60_s0 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=0
 sim/recipe_classification_e60_s1 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=1
 sim/recipe_classification_e60_s2 classifier=dr_recipe classifier.model.head=classification classifier.trainer.max_epochs=60 seed=2
+sim/recipe_mixup_s0 classifier=dr_recipe classifier.model.head=classification 'classifier.model.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}' seed=0
 sim/recipe_shuffle_s0 classifier=dr_recipe classifier.model.head=classification classifier.sampler=shuffle seed=0
 sim/recipe_noema_s0 classifier=dr_recipe classifier.model.head=classification classifier.ema_decay=null seed=0
 sim/recipe_noschedule_s0 classifier=dr_recipe classifier.model.head=classification classifier.scheduler=null seed=0
