@@ -6,8 +6,8 @@
 set -u
 DATA=${DATA:-$(realpath ../shared/data)}
 OUT=${OUT:-runs/grader_baselines}
-EP128="data=eyepacs data.root=$DATA/eyepacs128 data.image_size=128 classifier.trainer.max_epochs=10"
-AP128="data=aptos data.root=$DATA/aptos2019 data.image_size=128 classifier.trainer.max_epochs=10"
+EP128="data=eyepacs data.root=$DATA/eyepacs128 data.image_size=128"
+AP128="data=aptos data.root=$DATA/aptos2019 data.image_size=128"
 EP64="data=eyepacs data.root=$DATA/eyepacs64 data.image_size=64"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
@@ -32,10 +32,15 @@ eyepacs64/baseline_s0 $EP64 classifier=resnet10t seed=0
 eyepacs64/recipe_s0 $EP64 classifier=dr_recipe classifier.model.head=regression seed=0
 eyepacs64/recipe_classification_s0 $EP64 classifier=dr_recipe classifier.model.head=classification seed=0
 eyepacs64/recipe_classification_bengraham_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=classification seed=0
-aptos128/baseline_s0 $AP128 classifier=resnet10t seed=0
-aptos128/recipe_classification_s0 $AP128 classifier=dr_recipe classifier.model.head=classification seed=0
-eyepacs128/recipe_classification_s0 $EP128 classifier=dr_recipe classifier.model.head=classification seed=0
+eyepacs64/recipe_regression_bengraham_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=0
+aptos128/baseline_s0 $AP128 classifier.trainer.max_epochs=10 classifier=resnet10t seed=0
+aptos128/recipe_classification_s0 $AP128 classifier.trainer.max_epochs=10 classifier=dr_recipe classifier.model.head=classification seed=0
+eyepacs128/recipe_classification_s0 $EP128 classifier.trainer.max_epochs=10 classifier=dr_recipe classifier.model.head=classification seed=0
+aptos128/recipe_regression_e40_s0 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=40 seed=0
+eyepacs128/recipe_regression_e25_s0 $EP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0
+cross_dataset/aptos128_to_eyepacs128_s0 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=40 seed=0 +test_sets.eyepacs128.source=eyepacs +test_sets.eyepacs128.root=$DATA/eyepacs128
+cross_dataset/eyepacs128_to_aptos128_s0 $EP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0 +test_sets.aptos2019.source=aptos +test_sets.aptos2019.root=$DATA/aptos2019
 LIST
-for study in sim eyepacs64 aptos128 eyepacs128; do
+for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
 done
