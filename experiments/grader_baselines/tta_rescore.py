@@ -1,0 +1,57 @@
+"""Re-score a finished run's classifier with and without test-time augmentation.
+
+TTA (`classifier.model.tta=true`) changes no weight, so retraining to measure it would waste
+the CPU: this loads the run's checkpoint, lets validation refit the regression thresholds on
+the (augmented) validation outputs, then tests. Same data, split and preprocessing as the run.
+
+    .venv/bin/python experiments/grader_baselines/tta_rescore.py RUN_DIR [RUN_DIR ...]
+
+Prints one JSON line per run and setting (tta false, then true).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+from omegaconf import OmegaConf
+
+from drvae.data.rebalance import RebalancePlan
+from drvae.models.checkpoints import load_classifier
+from drvae.pipeline.classifier_stage import _datamodule
+from drvae.pipeline.data import prepare_data
+from drvae.pipeline.store import StageStore
+
+KEYS = ("qwk", "referable_sensitivity", "referable_specificity", "balanced_accuracy")
+
+
+def rescore(run: Path) -> list[dict]:
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    checkpoint = Path(json.loads((run / "results.json").read_text())["stages"]["classifier"]["path"])
+    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
+    dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
+    rows = []
+    for tta in (False, True):
+        model = load_classifier(checkpoint)
+        model.hparams.tta = tta
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+        val = trainer.validate(model, datamodule=dm, verbose=False)[0]
+        test = trainer.test(model, datamodule=dm, verbose=False)[0]
+        rows.append(
+            {
+                "run": str(run),
+                "tta": tta,
+                "val/qwk": round(val["val/qwk"], 4),
+                **{f"test/{k}": round(test[f"test/{k}"], 4) for k in KEYS},
+                "thresholds": [round(t, 3) for t in model.thresholds.tolist()],
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":  # the cache's worker processes re-import this module
+    for folder in sys.argv[1:]:
+        rescore(Path(folder))
