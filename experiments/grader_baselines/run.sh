@@ -33,6 +33,7 @@ eyepacs64/recipe_s0 $EP64 classifier=dr_recipe classifier.model.head=regression 
 eyepacs64/recipe_classification_s0 $EP64 classifier=dr_recipe classifier.model.head=classification seed=0
 eyepacs64/recipe_classification_bengraham_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=classification seed=0
 eyepacs64/recipe_regression_bengraham_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_e100_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=100 seed=0
 aptos128/baseline_s0 $AP128 classifier.trainer.max_epochs=10 classifier=resnet10t seed=0
 aptos128/recipe_classification_s0 $AP128 classifier.trainer.max_epochs=10 classifier=dr_recipe classifier.model.head=classification seed=0
 eyepacs128/recipe_classification_s0 $EP128 classifier.trainer.max_epochs=10 classifier=dr_recipe classifier.model.head=classification seed=0
