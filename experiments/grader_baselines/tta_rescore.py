@@ -29,7 +29,8 @@ KEYS = ("qwk", "referable_sensitivity", "referable_specificity", "balanced_accur
 
 def rescore(run: Path) -> list[dict]:
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    checkpoint = Path(json.loads((run / "results.json").read_text())["stages"]["classifier"]["path"])
+    results = json.loads((run / "results.json").read_text())
+    checkpoint = Path(results["stages"]["classifier"]["path"])
     data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
     dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
     rows = []
