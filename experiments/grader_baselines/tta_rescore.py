@@ -6,6 +6,9 @@ the (augmented) validation outputs, then tests. Same data, split and preprocessi
 
     .venv/bin/python experiments/grader_baselines/tta_rescore.py RUN_DIR [RUN_DIR ...]
 
+(RUN_DIR: a run folder or a committed copy of one; its classifier checkpoint must still
+be in the stage cache.)
+
 Prints one JSON line per run and setting (tta false, then true).
 """
 
@@ -28,9 +31,14 @@ KEYS = ("qwk", "referable_sensitivity", "referable_specificity", "balanced_accur
 
 
 def rescore(run: Path) -> list[dict]:
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     results = json.loads((run / "results.json").read_text())
-    checkpoint = Path(results["stages"]["classifier"]["path"])
+    cfg = OmegaConf.create(results["config"])  # the run's resolved config
+    checkpoint = Path(results["stages"].get("classifier", {}).get("path", ""))
+    if not checkpoint.is_file():
+        raise SystemExit(
+            f"{run / 'results.json'}: stages.classifier.path {str(checkpoint)!r} is not a file "
+            "(a run without a classifier, or its stage cache was removed)"
+        )
     data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
     dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
     rows = []
