@@ -5,7 +5,8 @@
 # job's), shared through the stage cache. One run folder per setting under
 # runs/generator_ablation/; a relaunch skips finished runs.
 # Usage (from the repository root): bash experiments/generator_ablation/run.sh
-# (EXTRA="paths.cache_dir=..." adds overrides to every run)
+# (EXTRA="paths.cache_dir=..." adds overrides to every run; ONLY=sim128/ runs only the
+# settings whose name starts with it)
 set -u
 OUT=${OUT:-runs/generator_ablation}
 # the hierarchical VAE given room and time for detail: 16 spatial channels, beta 0.01, a
@@ -18,6 +19,7 @@ AT128="data.image_size=128 vae.model.depth=5 vae.model.spatial_depth=2"
 COMMON="stages=[vae,generate,fidelity] generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
+  case $name in "${ONLY:-}"*) ;; *) continue ;; esac
   eval "set -- $args"
   .venv/bin/drvae $COMMON "$@" hydra.run.dir="$OUT/$name" || echo "failed: $name" >&2
 done <<LIST
