@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.components.conditioning import LabelCode
-from drvae.models.components.conv_vae import Decoder, Encoder, make_norm
+from drvae.models.components.conv_vae import LOGVAR_RANGE, Decoder, Encoder, make_norm
 from drvae.models.components.hierarchical_vae import gaussian_kl_between
 from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
 from drvae.models.vae_loss import (
@@ -134,6 +134,22 @@ def test_conditional_encoder_needs_grades() -> None:
         encoder(torch.rand(2, 3, 16, 16))
     with pytest.raises(ValueError, match="3 grades for a batch of 2"):
         encoder(torch.rand(2, 3, 16, 16), torch.tensor([0, 1, 2]))
+
+
+def test_a_wild_encoder_keeps_the_kl_finite() -> None:
+    """A huge encoder output (what a diverging 128 px run produced) gives a clamped logvar,
+    so exp(logvar) and the KL stay finite."""
+    encoder = Encoder(image_size=16, depth=2, width=4, latent_dim=4, num_classes=5)
+    with torch.no_grad():
+        encoder.to_moments.bias.fill_(1e4)
+    mu, logvar = encoder(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))
+    assert logvar.max().item() == LOGVAR_RANGE[1]
+    assert torch.isfinite(gaussian_kl(mu, logvar)).all()
+    with torch.no_grad():
+        encoder.to_moments.bias.fill_(-1e4)
+    assert (
+        encoder(torch.rand(2, 3, 16, 16), torch.tensor([0, 1]))[1].min().item() == LOGVAR_RANGE[0]
+    )
 
 
 # ------------------------------------------------------------------ gradients

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from drvae.models.components.conditioning import FiLM, LabelCode, LabelEmbedding, label_planes
 
+LOGVAR_RANGE = (-12.0, 6.0)  # keeps exp(logvar) finite in the first, wild steps
 Norm = Literal["batch", "group", "instance", "none"]
 Upsample = Literal["transposed", "nearest"]
 Conditioning = Literal["concat", "film"]
@@ -124,6 +125,13 @@ class _Conditioned(nn.Module):
         return code
 
 
+def split_moments(params: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, 2K, ...) -> mu, logvar (B, K, ...), logvar clamped to LOGVAR_RANGE: without it a
+    128 px conv VAE's KL went to infinity in epoch 16."""
+    mu, logvar = params.chunk(2, dim=1)
+    return mu, logvar.clamp(*LOGVAR_RANGE)
+
+
 class Encoder(_Conditioned):
     """(B, C, S, S) images and grades -> mu, logvar, each (B, latent_dim)."""
 
@@ -158,8 +166,7 @@ class Encoder(_Conditioned):
             h = torch.cat([h, label_planes(code, self.image_size)], dim=1)  # (B, C + D, S, S)
         for stage in self.stages:
             h = stage(h, code)  # (B, C_i, S / 2**i, S / 2**i)
-        mu, logvar = self.to_moments(h.flatten(1)).chunk(2, dim=1)  # (B, latent) each
-        return mu, logvar
+        return split_moments(self.to_moments(h.flatten(1)))  # (B, latent) each
 
 
 class Decoder(_Conditioned):

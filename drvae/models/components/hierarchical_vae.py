@@ -27,9 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from drvae.models.components.conditioning import FiLM, LabelCode, LabelEmbedding
-from drvae.models.components.conv_vae import check_geometry, make_norm
-
-LOGVAR_RANGE = (-12.0, 6.0)  # keeps exp(logvar) finite in the first, wild steps
+from drvae.models.components.conv_vae import (
+    LOGVAR_RANGE,
+    check_geometry,
+    make_norm,
+    split_moments,
+)
 
 
 def level_channels(width: int, depth: int) -> list[int]:
@@ -100,11 +103,6 @@ class _Coded(nn.Module):
         return self.code(labels)
 
 
-def _moments(params: Tensor) -> tuple[Tensor, Tensor]:
-    mu, logvar = params.chunk(2, dim=1)
-    return mu, logvar.clamp(*LOGVAR_RANGE)
-
-
 class HierarchicalEncoder(_Coded):
     """(B, C, S, S) images -> q(z1 | x, y) moments; `features` also returns the map that
     q(z2 | x, z1, y) reads."""
@@ -144,7 +142,7 @@ class HierarchicalEncoder(_Coded):
             if i + 1 == self.spatial_depth:
                 kept = h
             h = F.avg_pool2d(h, 2)
-        mu, logvar = _moments(self.to_moments(F.silu(h).flatten(1)))
+        mu, logvar = split_moments(self.to_moments(F.silu(h).flatten(1)))
         return mu, logvar, kept
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -210,7 +208,7 @@ class TopDownDecoder(_Coded):
         for i in range(len(self.blocks) - 1, self.spatial_depth - 2, -1):
             h = self._level(h, i, code)  # up to the z2 resolution
         context = self.prior(h, code)
-        mu_p, logvar_p = _moments(self.to_prior(context))  # (B, K, S', S') each
+        mu_p, logvar_p = split_moments(self.to_prior(context))  # (B, K, S', S') each
         kl = None
         if features is not None:
             delta_mu, delta_logvar = self.to_posterior(torch.cat([context, features], 1)).chunk(
