@@ -14,7 +14,8 @@ OUT=${OUT:-runs/generator_ablation}
 SHARP="vae.model.spatial_channels=16 vae.model.beta=0.01 vae.optimizer.lr=0.002 vae.trainer.max_epochs=45 'vae.scheduler={_target_:drvae.models.optim.WarmupCosine,_partial_:true,warmup_fraction:0.05,min_lr_ratio:0.01}'"
 # 128 px: the simulator renders at 128, so lesions span several pixels; one more level
 # keeps the spatial latent at S / 4 (32 x 32), as SHARP has it at 64 px
-# (sim128/conv_clip1_s0 clips gradients: without, the conv VAE diverged at 128 px in epoch 16)
+# (sim128/conv_clip1_s0 clips gradients: without, the conv VAE diverged at 128 px in epoch 16;
+# sim128/conv_logvar_clamp_s0 is the same run after the encoder's logvar clamp landed)
 AT128="data.image_size=128 vae.model.depth=5 vae.model.spatial_depth=2"
 COMMON="stages=[vae,generate,fidelity] generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
@@ -31,7 +32,9 @@ sim64/conv_gmm_s0 vae=conv generate.sampler=gmm seed=0
 sim64/hierarchical_gmm_s0 vae=hierarchical generate.sampler=gmm seed=0
 sim64/hierarchical_sharp_s0 vae=hierarchical $SHARP seed=0
 sim128/conv_clip1_s0 vae=conv data.image_size=128 +vae.trainer.gradient_clip_val=1.0 seed=0
+sim128/conv_logvar_clamp_s0 vae=conv data.image_size=128 seed=0
 sim128/hierarchical_sharp_e30_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 seed=0
+sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm seed=0
 LIST
 for study in sim64 sim128; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
