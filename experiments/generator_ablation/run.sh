@@ -35,6 +35,8 @@ sim128/conv_clip1_s0 vae=conv data.image_size=128 +vae.trainer.gradient_clip_val
 sim128/conv_logvar_clamp_s0 vae=conv data.image_size=128 seed=0
 sim128/hierarchical_sharp_e30_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 seed=0
 sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm seed=0
+sim128/hierarchical_sharp_e30_gmm_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.5 seed=0
+sim128/hierarchical_sharp_e30_gmm_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.2 seed=0
 LIST
 for study in sim64 sim128; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
