@@ -37,6 +37,7 @@ sim128/hierarchical_sharp_e30_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_
 sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm seed=0
 sim128/hierarchical_sharp_e30_gmm_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.5 seed=0
 sim128/hierarchical_sharp_e30_gmm_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.2 seed=0
+sim128/hierarchical_sharp_e30_balanced_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 vae.sampler=balanced seed=0
 LIST
 for study in sim64 sim128; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
