@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from drvae.models.latent_samplers import GaussianMixtureSampler, PriorSampler
+from drvae.models.latent_samplers import GaussianMixtureSampler, PosteriorSampler, PriorSampler
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.generate_stage import grade_generator, sample_grade
 
@@ -120,20 +120,71 @@ def test_gmm_images_are_prefix_stable(gmm: GaussianMixtureSampler) -> None:
 def test_a_hierarchical_vaes_sets_are_prefix_stable(use_gmm: bool, gmm) -> None:
     """The lower latents come image by image from their own stream: a larger count keeps the
     first images whatever the batch size (the prior's top latents: 16 dims, see above)."""
+    vae = hierarchical_vae(latent_dim=4 if use_gmm else 16)
+    sampler = gmm if use_gmm else None
+    big = sample_grade(vae, 0, 7, 1.0, 3, 4, sampler=sampler)  # batches of 4, 3
+    small = sample_grade(vae, 0, 3, 1.0, 3, 2, sampler=sampler)  # batches of 2, 1
+    assert np.array_equal(big[:3], small)
+    assert not np.array_equal(big[3], big[4])
+
+
+def hierarchical_vae(latent_dim: int = 4) -> ConditionalVAE:
     torch.manual_seed(0)
     vae = ConditionalVAE(
         image_size=16,
         depth=2,
         spatial_depth=1,
         architecture="hierarchical",
-        latent_dim=4 if use_gmm else 16,
+        latent_dim=latent_dim,
         width=8,
         spatial_channels=3,
     ).eval()
-    for p in vae.decoder.parameters():  # weights, as training would give: the noise shows
+    for p in vae.parameters():  # weights, as training would give: the noise shows
         torch.nn.init.normal_(p, std=0.3)
-    sampler = gmm if use_gmm else None
-    big = sample_grade(vae, 0, 7, 1.0, 3, 4, sampler=sampler)  # batches of 4, 3
-    small = sample_grade(vae, 0, 3, 1.0, 3, 2, sampler=sampler)  # batches of 2, 1
-    assert np.array_equal(big[:3], small)
-    assert not np.array_equal(big[3], big[4])
+    return vae
+
+
+def fundus_rows() -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """12 random 16 px images; grade 1 owns rows 2, 5, 7, grade 4 row 9."""
+    images = np.random.default_rng(0).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    return images, {1: np.array([2, 5, 7]), 4: np.array([9])}
+
+
+def test_the_posterior_sampler_streams_only_its_grades_images() -> None:
+    images, rows = fundus_rows()
+    sampler = PosteriorSampler(rows, images)
+    stream = sampler.stream(1, 1.0, torch.Generator().manual_seed(3))
+    drawn = np.concatenate([stream(n) for n in (5, 1, 14)])  # (20, 16, 16, 3)
+    sources = {images[r].tobytes() for r in rows[1]}
+    assert {d.tobytes() for d in drawn} == sources  # each of grade 1's images, no other
+    again = sampler.stream(1, 1.0, torch.Generator().manual_seed(3))(20)
+    assert np.array_equal(again, drawn)  # prefix-stable whatever the batches
+    with pytest.raises(ValueError, match="grade 2"):
+        sampler.stream(2, 1.0, torch.Generator())
+    with pytest.raises(ValueError, match="no training images"):
+        PosteriorSampler({0: np.array([], dtype=int)}, images)
+
+
+@pytest.mark.parametrize("architecture", ["conv", "hierarchical"])
+def test_a_cold_posterior_draw_is_the_reconstruction(architecture: str) -> None:
+    """At T -> 0 the draw is the posterior mean at every level: `reconstruct`'s image; at
+    T = 1 the noise moves it."""
+    vae = tiny_vae() if architecture == "conv" else hierarchical_vae()
+    x = torch.from_numpy(fundus_rows()[0][:4]).permute(0, 3, 1, 2)  # (4, 3, 16, 16) uint8
+    mean = vae.reconstruct(x, [1] * 4)
+    cold = vae.sample_posterior(x, [1] * 4, 1e-6, torch.Generator(), torch.Generator())
+    assert torch.allclose(cold, mean, atol=1e-4)
+    warm = vae.sample_posterior(x, [1] * 4, 1.0, torch.Generator(), torch.Generator())
+    assert (warm - mean).abs().max() > 1e-2
+
+
+def test_posterior_sets_are_prefix_stable_and_saved_by_their_rows(tmp_path: Path) -> None:
+    images, rows = fundus_rows()
+    sampler, vae = PosteriorSampler(rows, images), hierarchical_vae()
+    big = sample_grade(vae, 1, 7, 1.0, 3, 4, sampler=sampler)  # batches of 4, 3
+    assert np.array_equal(sample_grade(vae, 1, 3, 1.0, 3, 2, sampler=sampler), big[:3])
+    assert not np.array_equal(sample_grade(vae, 1, 3, 1.0, 4, 2, sampler=sampler), big[:3])
+    sampler.save(tmp_path / "s.npz")
+    loaded = PosteriorSampler.load(tmp_path / "s.npz", images)
+    assert loaded.sha256() == sampler.sha256() != PosteriorSampler({1: rows[1]}).sha256()
+    assert np.array_equal(sample_grade(vae, 1, 7, 1.0, 3, 4, sampler=loaded), big)

@@ -19,7 +19,7 @@ from drvae.data.records import DataError
 from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import CheckpointError
-from drvae.models.latent_samplers import GaussianMixtureSampler
+from drvae.models.latent_samplers import GaussianMixtureSampler, PosteriorSampler
 from drvae.pipeline.generate_stage import generate_key, per_grade_counts
 from drvae.pipeline.run import run
 from drvae.pipeline.sampler_stage import FittedSampler
@@ -205,6 +205,35 @@ def test_a_gmm_sampled_set_records_its_sampler_and_fit(
     images, _ = source.draw(0)
     assert images.shape == (5, 32, 32, 3) and np.array_equal(images, source.draw(0)[0])
     assert not np.array_equal(images, DecoderSynthetic(vaes, counts, 1.0, 1, 8).draw(0)[0])
+
+
+def test_a_posterior_sampled_set_records_the_training_images_it_varies(
+    first: dict, cache_dir: Path, tmp_path: Path
+) -> None:
+    ckpt = first["stages"]["vae"]["path"]
+    over = ["stages=[generate]", f"generate.checkpoint={ckpt}", "generate.per_grade=3"]
+    result = run(config(cache_dir, tmp_path, *over, "generate.sampler=posterior"))
+    folder = Path(result["stages"]["generate"]["path"])
+    manifest = json.loads((folder / "manifest.json").read_text())
+    state = PosteriorSampler.load(folder / "sampler.npz")
+    assert manifest["sampler"] == {
+        "name": "posterior",
+        "state": "sampler.npz",
+        "state_sha256": state.sha256(),
+    }
+    train = {int(g): n for g, n in first["data"]["counts"]["train"].items()}
+    assert {g: len(r) for g, r in state.rows.items()} == train  # every training image, by grade
+    assert {int(g): n for g, n in result["stages"]["sampler"]["train_images"].items()} == train
+    # the online source draws from the same training images
+    s = result["stages"]["sampler"]
+    stage = StageResult("sampler", s["key"], Path(s["path"]), True, 0.0, s)
+    vaes, counts = dict.fromkeys(range(5), Path(ckpt)), {1: 3, 4: 2}
+    images = np.zeros((max(int(r.max()) for r in state.rows.values()) + 1, 32, 32, 3), np.uint8)
+    fitted = FittedSampler({"name": "posterior"}, result["data"]["key"], stage, images)
+    source = DecoderSynthetic(vaes, counts, 1.0, 1, 8, fitted)
+    drawn, grades = source.draw(0)
+    assert drawn.shape == (5, 32, 32, 3) and grades.tolist() == [1, 1, 1, 4, 4]
+    assert np.array_equal(drawn, source.draw(0)[0])
 
 
 def test_the_prior_sampler_leaves_generate_keys_as_they_were(tmp_path: Path) -> None:

@@ -4,7 +4,11 @@ A VAE's samples are decodings of z ~ N(0, I), but the decoder was trained on the
 posteriors, whose aggregate q(z) is rarely N(0, I): prior draws land where the decoder
 never trained. `GaussianMixtureSampler` fits, per grade, a Gaussian mixture to the training
 images' encoder means and samples from it instead (Ghosh et al. 2020, "From variational to
-deterministic autoencoders": ex-post density estimation).
+deterministic autoencoders": ex-post density estimation). It covers the flat (top) latent
+only. `PosteriorSampler` draws from the aggregate posterior itself, at every latent level: a
+training image of the grade, then z ~ q(z | x, grade) (a hierarchical VAE's spatial latent
+too, where the lesions are): variations of training images, which the audit's memorisation
+check should watch.
 
 Each grade's latents come from a stream (`stream(grade, temperature, generator)`, then
 `take(n)` as often as needed): the draws depend only on how many latents came before, never
@@ -28,12 +32,23 @@ from torch import Tensor
 CovarianceType = Literal["full", "tied", "diag", "spherical"]
 COVARIANCE_TYPES: tuple[str, ...] = ("full", "tied", "diag", "spherical")
 LatentStream = Callable[[int], Tensor]  # n -> the grade's next n latents, (n, latent_dim)
+ImageStream = Callable[[int], np.ndarray]  # n -> the grade's next n source images (n, S, S, 3)
 
 
 class LatentSampler(Protocol):
     def stream(self, grade: int, temperature: float, generator: torch.Generator) -> LatentStream:
         """One grade's latents, drawn in order from `generator` (seeded per grade)."""
         ...
+
+
+def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over named arrays' names, shapes and bytes: stable across saves (an .npz
+    file's bytes are not: its zip entries carry the time they were written)."""
+    digest = hashlib.sha256()
+    for name, array in sorted(arrays.items()):
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _check_temperature(temperature: float) -> None:
@@ -173,13 +188,7 @@ class GaussianMixtureSampler:
         }
 
     def sha256(self) -> str:
-        """SHA-256 over the arrays' names, shapes and bytes: stable across saves (an .npz
-        file's bytes are not: its zip entries carry the time they were written)."""
-        digest = hashlib.sha256()
-        for name, array in sorted(self.arrays().items()):
-            digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-            digest.update(array.tobytes())
-        return digest.hexdigest()
+        return _arrays_sha256(self.arrays())
 
     def save(self, path: Path) -> None:
         np.savez_compressed(path, **self.arrays())
@@ -196,3 +205,45 @@ class GaussianMixtureSampler:
                     for g in grades
                 }
             )
+
+
+class PosteriorSampler:
+    """Per grade, its training images (cache rows), drawn uniformly with replacement: the
+    generate stage decodes a draw from each one's posterior q(z | x, grade) at T
+    (`ConditionalVAE.sample_posterior`). Its fitted state is the rows: which images a
+    grade's samples vary."""
+
+    def __init__(self, rows: Mapping[int, np.ndarray], images: np.ndarray | None = None) -> None:
+        """`rows`: grade -> cache rows of its training images; `images`: the cache's
+        (N, S, S, 3) uint8 array (a memory map) they index, needed to stream."""
+        empty = [g for g, r in rows.items() if len(r) == 0]
+        if empty:
+            raise ValueError(f"grade(s) {empty}: no training images to sample posteriors of")
+        self.rows = {g: np.asarray(r, dtype="<i8") for g, r in sorted(rows.items())}
+        self.images = images
+
+    def stream(self, grade: int, temperature: float, generator: torch.Generator) -> ImageStream:
+        """The grade's source images; a numpy generator seeded from one draw of `generator`
+        picks them (prefix-stable), and leaves `generator` to the posterior's noise."""
+        _check_temperature(temperature)
+        if grade not in self.rows:
+            raise ValueError(f"grade {grade}: no training images (fitted: {list(self.rows)})")
+        if self.images is None:
+            raise ValueError("PosteriorSampler: no images to stream from (pass the cache's)")
+        rows, images = self.rows[grade], self.images
+        pick = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+        return lambda n: images[rows[pick.integers(len(rows), size=n)]]  # (n, S, S, 3) copy
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"g{g}_rows": r for g, r in self.rows.items()}
+
+    def sha256(self) -> str:
+        return _arrays_sha256(self.arrays())
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, **self.arrays())
+
+    @classmethod
+    def load(cls, path: Path, images: np.ndarray | None = None) -> PosteriorSampler:
+        with np.load(path) as state:
+            return cls({int(n.split("_")[0][1:]): state[n] for n in state.files}, images)

@@ -20,7 +20,11 @@ from torchmetrics import MeanMetric
 from drvae.models.components.conditioning import LabelEmbedding
 from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
 from drvae.models.components.grade_probe import GradeProbe
-from drvae.models.components.hierarchical_vae import HierarchicalEncoder, TopDownDecoder
+from drvae.models.components.hierarchical_vae import (
+    HierarchicalEncoder,
+    TopDownDecoder,
+    image_noise,
+)
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae_loss import (
     Reconstruction,
@@ -331,6 +335,33 @@ class ConditionalVAE(L.LightningModule):
         if not self.hierarchical:
             return torch.sigmoid(self.decoder(z, labels))
         logits, _ = self.decoder(z, labels, temperature=temperature, generator=generator)
+        return torch.sigmoid(logits)
+
+    @torch.no_grad()
+    def sample_posterior(
+        self,
+        x: Tensor,
+        grades: Tensor | Sequence[int],
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        lower: torch.Generator | None = None,
+    ) -> Tensor:
+        """Decode a draw from each image's posterior, z ~ N(mu, T^2 sigma^2) at every level
+        (a hierarchical VAE's spatial latent from `lower`), conditioned on `grades`: a
+        variation of each image. x: (B, C, S, S) uint8 or [0, 1]; returns (B, C, S, S) in
+        [0, 1]. The noise is drawn image by image: the i-th draw ignores the batch size."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        x = to_unit(x.to(self.device))
+        labels = self._labels(self._grade_tensor(grades))
+        if self.hierarchical:
+            mu, logvar, features = self.encoder.features(x, labels)
+        else:
+            (mu, logvar), features = self.encoder(x, labels), None
+        z = mu + temperature * image_noise(mu, generator) * (0.5 * logvar).exp()
+        if not self.hierarchical:
+            return torch.sigmoid(self.decoder(z, labels))
+        logits, _ = self.decoder(z, labels, features, temperature, lower)
         return torch.sigmoid(logits)
 
     @torch.no_grad()

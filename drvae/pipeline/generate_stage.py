@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import Tensor
 
 from drvae import __version__
 from drvae.data.records import NUM_GRADES
@@ -23,7 +24,7 @@ from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
-from drvae.models.latent_samplers import LatentSampler, PriorSampler
+from drvae.models.latent_samplers import LatentSampler, PosteriorSampler, PriorSampler
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 
@@ -72,20 +73,31 @@ def sample_grade(
     seed: int,
     batch_size: int,
     *more_seed: int,
-    sampler: LatentSampler | None = None,
+    sampler: LatentSampler | PosteriorSampler | None = None,
 ) -> np.ndarray:
     """(count, S, S, 3) uint8 samples of one grade (`more_seed`: e.g. the epoch), their
-    latents from `sampler` (None: the prior, the very draws `vae.sample` makes)."""
+    latents from `sampler` (None: the prior, the very draws `vae.sample` makes; a
+    `PosteriorSampler`: the posteriors of the grade's training images)."""
     generator = grade_generator(seed, grade, *more_seed)
     # A hierarchical VAE's lower latents get their own stream, drawn image by image, so that
     # a larger count extends the set (prefix-stable) whatever the batch size.
     lower = grade_generator(seed, grade, *more_seed, LOWER_LEVELS)
     sampler = sampler or PriorSampler(vae.hparams.latent_dim)
-    latents = sampler.stream(grade, temperature, generator)
+    if isinstance(sampler, PosteriorSampler):
+        sources = sampler.stream(grade, temperature, generator)
+
+        def decode(n: int) -> Tensor:
+            x = torch.from_numpy(sources(n)).permute(0, 3, 1, 2)  # (n, 3, S, S) uint8
+            return vae.sample_posterior(x, [grade] * n, temperature, generator, lower)
+    else:
+        latents = sampler.stream(grade, temperature, generator)
+
+        def decode(n: int) -> Tensor:
+            return vae.decode_latent(latents(n), [grade] * n, temperature, lower)
+
     batches = []
     for start in range(0, count, batch_size):
-        n = min(batch_size, count - start)
-        x = vae.decode_latent(latents(n), [grade] * n, temperature, lower)  # (n, 3, S, S)
+        x = decode(min(batch_size, count - start))  # (n, 3, S, S) in [0, 1]
         batches.append((x * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(batches)
 

@@ -2,14 +2,15 @@
 
 `prior` (z ~ N(0, T^2 I)) needs no fit. `gmm` fits, per grade, a Gaussian mixture to the
 encoder means of that grade's training images, each grade through the VAE it is sampled
-from (`drvae.models.latent_samplers`). The fit is stored once per (VAE checkpoints, data,
-sampler config, seed): the generate stage, the online source and the confidence filter all
-sample from that one fit, and the generate stage copies it into its set.
+from (`drvae.models.latent_samplers`). `posterior` keeps, per grade, the cache rows of its
+training images, whose posteriors the samples are drawn from. The fit is stored once per
+(VAE checkpoints, data, sampler config, seed): the generate stage, the online source and the
+confidence filter all sample from that one fit, and the generate stage copies it into its set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ from omegaconf import DictConfig
 
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import load_vae
-from drvae.models.latent_samplers import COVARIANCE_TYPES, GaussianMixtureSampler
+from drvae.models.latent_samplers import (
+    COVARIANCE_TYPES,
+    GaussianMixtureSampler,
+    PosteriorSampler,
+)
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.data import PreparedData
 from drvae.pipeline.generate_stage import STATE, checkpoint_shas, generate_device
 from drvae.pipeline.store import StageResult, StageStore, config_key, plain
 
-SAMPLERS = ("prior", "gmm")
+SAMPLERS = ("prior", "gmm", "posterior")
 
 
 def sampler_config(g: DictConfig) -> dict[str, Any]:
@@ -46,18 +51,20 @@ def sampler_config(g: DictConfig) -> dict[str, Any]:
             f"generate.gmm.covariance_type: expected one of {COVARIANCE_TYPES}, "
             f"got {covariance_type!r}"
         )
-    if name == "prior":
+    if name in ("prior", "posterior"):
         return {"name": name}
     return {"name": name, **sizes, "covariance_type": covariance_type}
 
 
 @dataclass(frozen=True)
 class FittedSampler:
-    """A stored fit: its config, the data it was fitted on, its state file and hash."""
+    """A stored fit: its config, the data it was fitted on, its state file and hash, and
+    (for `posterior`) the cache's images its rows index."""
 
     config: dict[str, Any]
     data_key: str
     stage: StageResult
+    images: np.ndarray | None = None
 
     @property
     def path(self) -> Path:
@@ -74,14 +81,20 @@ class FittedSampler:
     def manifest(self) -> dict[str, Any]:
         return {**self.config, "state": STATE, "state_sha256": self.sha256}
 
-    def load(self, grades: list[int]) -> GaussianMixtureSampler:
-        """The sampler, refusing grades it has no mixture for (no training images)."""
-        sampler = GaussianMixtureSampler.load(self.path)
-        missing = [g for g in grades if g not in sampler.mixtures]
+    def load(self, grades: list[int]) -> GaussianMixtureSampler | PosteriorSampler:
+        """The sampler, refusing grades it has no fit for (no training images)."""
+        if self.config["name"] == "posterior":
+            sampler: GaussianMixtureSampler | PosteriorSampler
+            sampler = PosteriorSampler.load(self.path, self.images)
+            fitted = sampler.rows
+        else:
+            sampler = GaussianMixtureSampler.load(self.path)
+            fitted = sampler.mixtures
+        missing = [g for g in grades if g not in fitted]
         if missing:
             raise ConfigError(
                 f"generate.sampler={self.config['name']}: grade(s) {missing} have no training "
-                "images to fit a mixture to"
+                "images to fit it to"
             )
         return sampler
 
@@ -103,15 +116,37 @@ def train_latents(
     data: PreparedData, checkpoints: Mapping[int, Path], device: str, batch_size: int
 ) -> dict[int, np.ndarray]:
     """Grade -> encoder means of its training images (grades without any are left out)."""
-    train = data.splits.train
-    grades = data.cache.grades[train]
     vaes = {p: load_vae(p, device) for p in set(checkpoints.values())}  # each file once
-    latents = {}
-    for grade, path in sorted(checkpoints.items()):
-        index = train[grades == grade]  # sorted, as the splits are
-        if len(index):
-            latents[grade] = encoder_means(vaes[path], data.cache.images, index, grade, batch_size)
-    return latents
+    return {
+        grade: encoder_means(vaes[checkpoints[grade]], data.cache.images, rows, grade, batch_size)
+        for grade, rows in train_rows(data, checkpoints).items()
+    }
+
+
+def train_rows(data: PreparedData, grades: Iterable[int]) -> dict[int, np.ndarray]:
+    """Grade -> cache rows of its training images (grades without any are left out)."""
+    train = data.splits.train
+    labels = data.cache.grades[train]
+    rows = {g: train[labels == g] for g in sorted(grades)}
+    return {g: r for g, r in rows.items() if len(r)}
+
+
+def fit_gmm(
+    config: dict[str, Any], g: DictConfig, data: PreparedData, checkpoints: Mapping[int, Path]
+) -> tuple[GaussianMixtureSampler, dict[str, Any]]:
+    """The per-grade mixtures over encoder means, and what the stage records of the fit."""
+    latents = train_latents(data, checkpoints, generate_device(g), g.batch_size)
+    sampler = GaussianMixtureSampler.fit(
+        latents,
+        config["components"],
+        config["covariance_type"],
+        seed=g.seed,
+        min_per_component=config["min_images_per_component"],
+    )
+    return sampler, {
+        "train_images": {grade: len(z) for grade, z in latents.items()},
+        "components_fitted": {grade: len(m.weights) for grade, m in sampler.mixtures.items()},
+    }
 
 
 def fit_sampler(
@@ -126,20 +161,14 @@ def fit_sampler(
     key = config_key("sampler", shas, data.key, config, g.seed, device)
 
     def build(tmp: Path) -> dict[str, Any]:
-        latents = train_latents(data, checkpoints, device, g.batch_size)
-        sampler = GaussianMixtureSampler.fit(
-            latents,
-            config["components"],
-            config["covariance_type"],
-            seed=g.seed,
-            min_per_component=config["min_images_per_component"],
-        )
+        sampler: GaussianMixtureSampler | PosteriorSampler
+        if config["name"] == "posterior":
+            sampler = PosteriorSampler(train_rows(data, checkpoints))
+            fit = {"train_images": {grade: len(r) for grade, r in sampler.rows.items()}}
+        else:
+            sampler, fit = fit_gmm(config, g, data, checkpoints)
         sampler.save(tmp / STATE)
-        return {
-            **config,
-            "state_sha256": sampler.sha256(),
-            "train_images": {grade: len(z) for grade, z in latents.items()},
-            "components_fitted": {grade: len(m.weights) for grade, m in sampler.mixtures.items()},
-        }
+        return {**config, "state_sha256": sampler.sha256(), **fit}
 
-    return FittedSampler(config, data.key, store.run("sampler", key, build))
+    stage = store.run("sampler", key, build)
+    return FittedSampler(config, data.key, stage, data.cache.images)

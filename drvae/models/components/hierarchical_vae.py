@@ -202,7 +202,8 @@ class TopDownDecoder(_Coded):
     ) -> tuple[Tensor, Tensor | None]:
         """Logits (B, C, S, S) and, given encoder `features`, KL(q(z2) || p(z2)) per element
         (B, spatial_channels * S'^2), z2 drawn from q (or its mean: `sample_posterior`
-        False); without features, z2 ~ p at `temperature` (0: its mean)."""
+        False); without features, z2 ~ p. Either at `temperature` (0: the mean), the noise
+        from `generator` image by image (q without a generator: the global RNG, batched)."""
         code = self.label_code(labels)
         h = self.from_latent(z1).view(-1, self.start, self.bottleneck, self.bottleneck)
         for i in range(len(self.blocks) - 1, self.spatial_depth - 2, -1):
@@ -216,20 +217,25 @@ class TopDownDecoder(_Coded):
             )
             mu_q = mu_p + delta_mu
             logvar_q = (logvar_p + delta_logvar).clamp(*LOGVAR_RANGE)
-            z2 = (
-                mu_q + torch.randn_like(mu_q) * (0.5 * logvar_q).exp() if sample_posterior else mu_q
-            )
+            z2 = mu_q
+            if sample_posterior:
+                noise = image_noise(mu_q, generator) if generator else torch.randn_like(mu_q)
+                z2 = mu_q + temperature * noise * (0.5 * logvar_q).exp()
             kl = gaussian_kl_between(mu_q, logvar_q, mu_p, logvar_p).flatten(1)
         else:
-            # image by image: the i-th image's noise does not depend on the batch size
-            noise = torch.stack([torch.randn(mu_p.shape[1:], generator=generator) for _ in mu_p])
-            noise = noise.to(mu_p.device)
-            z2 = mu_p + temperature * noise * (0.5 * logvar_p).exp()
+            z2 = mu_p + temperature * image_noise(mu_p, generator) * (0.5 * logvar_p).exp()
         h = h + self.from_z2(z2)
         for i in range(self.spatial_depth - 2, -1, -1):
             h = self._level(h, i, code)
         h = F.silu(self.to_full(F.silu(h)))  # (B, width / 2, S, S)
         return self.to_logits(h), kl
+
+
+def image_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normals shaped like `like`, drawn image by image on the CPU: the i-th image's
+    noise does not depend on the batch size (prefix-stable sets)."""
+    noise = torch.stack([torch.randn(like.shape[1:], generator=generator) for _ in like])
+    return noise.to(like.device)
 
 
 def gaussian_kl_between(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
