@@ -6,7 +6,8 @@
 # runs/generator_ablation/; a relaunch skips finished runs.
 # Usage (from the repository root): bash experiments/generator_ablation/run.sh
 # (EXTRA="paths.cache_dir=..." adds overrides to every run; ONLY=sim128/ runs only the
-# settings whose name starts with it)
+# settings whose name starts with it). Rows run stages vae, generate and fidelity; the rows
+# that name stages=[vae,generate,audit] run the whole audit (memorisation, TSTR, ...).
 set -u
 OUT=${OUT:-runs/generator_ablation}
 # the hierarchical VAE given room and time for detail: 16 spatial channels, beta 0.01, a
@@ -18,12 +19,14 @@ SHARP="vae.model.spatial_channels=16 vae.model.beta=0.01 vae.optimizer.lr=0.002 
 # sim128/conv_logvar_clamp_s0 is the same config after the encoder's logvar clamp landed: the
 # stage cache resumes it from the failed run's last good checkpoint where that is still there)
 AT128="data.image_size=128 vae.model.depth=5 vae.model.spatial_depth=2"
-COMMON="stages=[vae,generate,fidelity] generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
+COMMON="generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
   case $name in "${ONLY:-}"*) ;; *) continue ;; esac
+  # the fidelity figures; a row that names its own stages (e.g. the full audit) keeps them
+  case " $args " in *" stages="*) stages="" ;; *) stages="stages=[vae,generate,fidelity]" ;; esac
   eval "set -- $args"
-  .venv/bin/drvae $COMMON "$@" hydra.run.dir="$OUT/$name" || echo "failed: $name" >&2
+  .venv/bin/drvae $stages $COMMON "$@" hydra.run.dir="$OUT/$name" || echo "failed: $name" >&2
 done <<LIST
 sim64/conv_s0 vae=conv seed=0
 sim64/hierarchical_s0 vae=hierarchical seed=0
@@ -39,6 +42,10 @@ sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.
 sim128/hierarchical_sharp_e30_gmm_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.5 seed=0
 sim128/hierarchical_sharp_e30_gmm_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.2 seed=0
 sim128/hierarchical_sharp_e30_balanced_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 vae.sampler=balanced seed=0
+sim128/hierarchical_sharp_e30_posterior_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior stages=[vae,generate,audit] seed=0
+sim128/hierarchical_sharp_e30_posterior_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.5 seed=0
+sim128/hierarchical_sharp_e30_posterior_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.2 seed=0
+sim128/hierarchical_sharp_e30_audit_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 stages=[vae,generate,audit] seed=0
 LIST
 for study in sim64 sim128; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
