@@ -19,6 +19,9 @@ SHARP="vae.model.spatial_channels=16 vae.model.beta=0.01 vae.optimizer.lr=0.002 
 # sim128/conv_logvar_clamp_s0 is the same config after the encoder's logvar clamp landed: the
 # stage cache resumes it from the failed run's last good checkpoint where that is still there)
 AT128="data.image_size=128 vae.model.depth=5 vae.model.spatial_depth=2"
+# sim128_posterior/: the same 128 px VAE config again, on a fresh machine (an empty stage cache:
+# the judge retrained, and came out different), every sampler judged by that one judge,
+# with the posterior sampler (generate.sampler=posterior) and the full audit
 COMMON="generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
@@ -42,11 +45,15 @@ sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.
 sim128/hierarchical_sharp_e30_gmm_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.5 seed=0
 sim128/hierarchical_sharp_e30_gmm_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.2 seed=0
 sim128/hierarchical_sharp_e30_balanced_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 vae.sampler=balanced seed=0
-sim128/hierarchical_sharp_e30_posterior_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior stages=[vae,generate,audit] seed=0
-sim128/hierarchical_sharp_e30_posterior_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.5 seed=0
-sim128/hierarchical_sharp_e30_posterior_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.2 seed=0
-sim128/hierarchical_sharp_e30_audit_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 stages=[vae,generate,audit] seed=0
+sim128_posterior/hierarchical_sharp_e30_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 seed=0
+sim128_posterior/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm seed=0
+sim128_posterior/hierarchical_sharp_e30_gmm_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.5 seed=0
+sim128_posterior/hierarchical_sharp_e30_gmm_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm generate.temperature=0.2 seed=0
+sim128_posterior/hierarchical_sharp_e30_posterior_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior stages=[vae,generate,audit] seed=0
+sim128_posterior/hierarchical_sharp_e30_posterior_t05_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.5 seed=0
+sim128_posterior/hierarchical_sharp_e30_posterior_t02_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=posterior generate.temperature=0.2 seed=0
+sim128_posterior/hierarchical_sharp_e30_audit_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 stages=[vae,generate,audit] seed=0
 LIST
-for study in sim64 sim128; do
+for study in sim64 sim128 sim128_posterior; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
 done
