@@ -21,7 +21,7 @@ from drvae.integrity import sha256_file
 from drvae.models.checkpoints import CheckpointError
 from drvae.models.latent_samplers import GaussianMixtureSampler, PosteriorSampler
 from drvae.pipeline.generate_stage import generate_key, per_grade_counts
-from drvae.pipeline.run import run
+from drvae.pipeline.run import run, source_commit
 from drvae.pipeline.sampler_stage import FittedSampler
 from drvae.pipeline.store import StageResult
 from drvae.pipeline.synthetic_sources import DecoderSynthetic
@@ -95,8 +95,28 @@ def test_results_json_is_written(first: dict) -> None:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["stages"]["generate"]["key"] == first["stages"]["generate"]["key"]
     assert on_disk["versions"]["torch"] == "2.14.1"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    if commit.returncode == 0:  # the tests run from a drvae checkout: the run names its commit
+        assert on_disk["versions"]["drvae_commit"].removesuffix("-dirty") == commit.stdout.strip()
     assert (out / "logs" / "vae" / "metrics.csv").is_file()
     assert (out / "logs" / "vae" / "images" / "vae_samples_epoch000.png").is_file()
+
+
+def test_source_commit_names_the_checkout_and_whether_it_was_clean(tmp_path: Path) -> None:
+    assert source_commit(tmp_path) is None  # not a checkout: no commit claimed
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
+    assert source_commit(tmp_path) == git("rev-parse", "HEAD")
+    git("add", "pyproject.toml")
+    assert source_commit(tmp_path) == git("rev-parse", "HEAD") + "-dirty"
 
 
 def test_results_hold_test_metrics_counts_and_the_classifier(first: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,34 @@ PACKAGES = ("drvae", "torch", "torchvision", "lightning", "hydra-core", "timm", 
 
 
 def versions() -> dict[str, str]:
-    return {name: importlib.metadata.version(name) for name in PACKAGES}
+    """The library versions, and the drvae checkout's git commit where drvae runs from one."""
+    found = {name: importlib.metadata.version(name) for name in PACKAGES}
+    commit = source_commit()
+    return found | {"drvae_commit": commit} if commit else found
+
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def source_commit(root: Path = SOURCE_ROOT) -> str | None:
+    """HEAD of the git checkout drvae's code is in, '-dirty' when tracked files differ from
+    it (a run's figures are reproducible from the commit alone only when clean); None for a
+    package installed outside a checkout, or without git."""
+    if not (root / "pyproject.toml").is_file() or not (root / ".git").exists():
+        return None
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+        )
+        return done.stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}-dirty" if dirty else head
 
 
 def command_overrides() -> list[str]:
