@@ -23,7 +23,9 @@ AT128="data.image_size=128 vae.model.depth=5 vae.model.spatial_depth=2"
 # the judge retrained, and came out different), every sampler judged by that one judge,
 # with the posterior sampler (generate.sampler=posterior) and the full audit
 # sim128_e60/: the same VAE trained twice as long (60 epochs; its recon gap had levelled off
-# with the 30-epoch schedule, not with the model), its own judge again
+# with the 30-epoch schedule, not with the model), its own judge again; and the posterior
+# sampler hotter (T 2, 4: do the near copies move away from their training images, and does
+# the grade survive?), with the audit's memorisation figures but without TSTR
 COMMON="generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
@@ -57,6 +59,8 @@ sim128_posterior/hierarchical_sharp_e30_posterior_t02_s0 vae=hierarchical $SHARP
 sim128_posterior/hierarchical_sharp_e30_audit_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 stages=[vae,generate,audit] seed=0
 sim128_e60/hierarchical_sharp_e60_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 seed=0
 sim128_e60/hierarchical_sharp_e60_posterior_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior stages=[vae,generate,audit] seed=0
+sim128_e60/hierarchical_sharp_e60_posterior_t2_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior generate.temperature=2 stages=[vae,generate,audit] audit.tstr=false seed=0
+sim128_e60/hierarchical_sharp_e60_posterior_t4_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior generate.temperature=4 stages=[vae,generate,audit] audit.tstr=false seed=0
 LIST
 for study in sim64 sim128 sim128_posterior sim128_e60; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
