@@ -95,7 +95,10 @@ def test_results_json_is_written(first: dict) -> None:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["stages"]["generate"]["key"] == first["stages"]["generate"]["key"]
     assert on_disk["versions"]["torch"] == "2.14.1"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     if commit.returncode == 0:  # the tests run from a drvae checkout: the run names its commit
         assert on_disk["versions"]["drvae_commit"].removesuffix("-dirty") == commit.stdout.strip()
     assert (out / "logs" / "vae" / "metrics.csv").is_file()

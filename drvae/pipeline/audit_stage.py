@@ -91,14 +91,15 @@ def _diversity(sets: AuditSets, cfg: DictConfig, grade: int) -> dict[str, float]
     }
 
 
-def _pixels(images: np.ndarray) -> Tensor:
+def pixel_rows(images: np.ndarray) -> Tensor:
+    """uint8 (N, S, S, 3) -> (N, S*S*3) in [0, 1]: the space of the pixel memorisation figures."""
     return torch.from_numpy(images.reshape(len(images), -1)).float() / 255  # (N, S*S*3)
 
 
 def _memorisation(sets: AuditSets) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Nearest training image (pixel space) of each synthetic and held-out image."""
-    train = _pixels(sets.images["train"])
-    near = {name: m.nearest_neighbours(_pixels(sets.images[name]), train) for name in NEAR}
+    train = pixel_rows(sets.images["train"])
+    near = {name: m.nearest_neighbours(pixel_rows(sets.images[name]), train) for name in NEAR}
     distances = {name: d for name, (d, _) in near.items()}
     index = near["synthetic"][1]
     return m.memorisation(distances["synthetic"], distances["heldout"]), {

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torchmetrics.functional.classification import multiclass_cohen_kappa
 from torchvision.utils import save_image
 
 from drvae.data.records import NUM_GRADES
 from drvae.metrics.audit import memorisation, nearest_neighbours
+from drvae.metrics.fidelity import judged
 from drvae.models.checkpoints import load_classifier, load_vae
+from drvae.pipeline.audit_stage import pixel_rows
 from drvae.pipeline.data import prepare_data
 from drvae.pipeline.fidelity_stage import judge_of
 from drvae.pipeline.sampler_stage import train_rows
@@ -75,28 +76,22 @@ def main(run: Path, out: Path | None) -> None:
     requested = torch.as_tensor(np.repeat(list(rows), PAIRS))
     judge = judge_of(load_classifier(checkpoint(results, "audit_reference")), 64)
     vae = load_vae(checkpoint(results, "vae"))
-
-    def pixels(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x.reshape(len(x), -1)).float() / 255
-
-    train = pixels(np.asarray(images[data.splits.train]))
+    train = pixel_rows(np.asarray(images[data.splits.train]))
     heldout = np.concatenate([data.splits.val, data.splits.test])
-    heldout_distance, _ = nearest_neighbours(pixels(np.asarray(images[heldout])), train)
+    heldout_distance, _ = nearest_neighbours(pixel_rows(np.asarray(images[heldout])), train)
     lines = []
     made = blends(vae, images, rows)
     for t, x in made.items():
-        predicted = judge(x).argmax(dim=1)
-        recall = {g: float((predicted[requested == g] == g).float().mean()) for g in rows}
-        qwk = multiclass_cohen_kappa(predicted, requested, NUM_GRADES, weights="quadratic")
-        distance, _ = nearest_neighbours(pixels(x), train)
+        grading = judged(requested, judge(x))  # recall per grade, pooled accuracy and QWK
+        distance, _ = nearest_neighbours(pixel_rows(x), train)
         lines.append(
             {
                 "run": str(run),
                 "t": t,
                 "n": len(x),
-                "accuracy": round(float((predicted == requested).float().mean()), 4),
-                "qwk": round(float(qwk), 4),
-                "recall": {g: round(v, 3) for g, v in recall.items()},
+                "accuracy": round(grading["accuracy"], 4),
+                "qwk": round(grading["qwk"], 4),
+                "recall": {g: round(v, 3) for g, v in grading["recall"].items()},
                 "memorisation": {
                     k: round(v, 4) for k, v in memorisation(distance, heldout_distance).items()
                 },
