@@ -613,6 +613,32 @@ def test_hierarchical_sampling_is_seeded_and_draws_the_spatial_latent() -> None:
     assert vae.encode_means(images_uint8(2, 16), [0, 1]).shape == (2, 6)
 
 
+def test_posterior_latents_decode_to_the_reconstruction() -> None:
+    """Both levels' posterior means, decoded as given latents, are the reconstruction: the
+    path a second-stage model of the aggregate posterior decodes through."""
+    torch.manual_seed(0)
+    vae = ConditionalVAE(image_size=32, depth=3, spatial_depth=1, **HIERARCHICAL).eval()
+    for module in vae.modules():  # weights in the zero-initialised layers, as training gives
+        if module.__class__.__name__ in ("FiLM", "ResBlock") or module is vae.decoder.to_posterior:
+            for p in module.parameters():
+                nn.init.normal_(p, std=0.3)
+    x, grades = images_uint8(3, 32), [0, 2, 4]
+    (mu1, logvar1), (mu2, logvar2) = vae.posterior_latents(x, grades)
+    assert mu1.shape == logvar1.shape == (3, 6)
+    assert mu2.shape == logvar2.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(mu1, vae.encode_means(x, grades))
+    torch.testing.assert_close(
+        vae.decode_latent(mu1, grades, spatial=mu2), vae.reconstruct(x, grades)
+    )
+    # another spatial latent, another image; the prior's draw is not what was given
+    assert not torch.allclose(
+        vae.decode_latent(mu1, grades, spatial=mu2 + 1), vae.reconstruct(x, grades)
+    )
+    conv = ConditionalVAE(**TINY).eval()
+    ((mu, _),) = conv.posterior_latents(x[:, :, :16, :16], grades)
+    torch.testing.assert_close(mu, conv.encode_means(x[:, :, :16, :16], grades))
+
+
 # ------------------------------------------------------------------ the auxiliary grade loss
 
 

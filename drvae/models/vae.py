@@ -327,15 +327,34 @@ class ConditionalVAE(L.LightningModule):
         grades: Tensor | Sequence[int],
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        spatial: Tensor | None = None,
     ) -> Tensor:
-        """Decode given (top) latents z (B, latent_dim) into (B, C, S, S) in [0, 1]; any
-        lower latent level is drawn from its prior at `temperature` with `generator`."""
+        """Decode given (top) latents z (B, latent_dim) into (B, C, S, S) in [0, 1]; a
+        hierarchical VAE's spatial latent is `spatial` (B, K, S', S') when given, else drawn
+        from its prior at `temperature` with `generator`."""
         labels = self._labels(self._grade_tensor(grades))
         z = z.to(self.device)
         if not self.hierarchical:
             return torch.sigmoid(self.decoder(z, labels))
+        if spatial is not None:
+            return torch.sigmoid(self.decoder.decode_spatial(z, spatial.to(self.device), labels))
         logits, _ = self.decoder(z, labels, temperature=temperature, generator=generator)
         return torch.sigmoid(logits)
+
+    @torch.no_grad()
+    def posterior_latents(
+        self, x: Tensor, grades: Tensor | Sequence[int] | None = None
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Each latent level's posterior mean and log-variance for images x (B, C, S, S):
+        the top latent's (B, latent_dim), then a hierarchical VAE's spatial one (B, K, S',
+        S'), read at the top latent's mean. What a second-stage model of the aggregate
+        posterior learns from (Dai & Wipf 2019)."""
+        x = to_unit(x.to(self.device))
+        labels = self._labels(self._grade_tensor(grades) if grades is not None else None)
+        if not self.hierarchical:
+            return [self.encoder(x, labels)]
+        mu, logvar, features = self.encoder.features(x, labels)
+        return [(mu, logvar), self.decoder.spatial_posterior(mu, labels, features)]
 
     @torch.no_grad()
     def sample_posterior(

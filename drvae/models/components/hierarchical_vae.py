@@ -191,6 +191,28 @@ class TopDownDecoder(_Coded):
     def _level(self, h: Tensor, i: int, code: Tensor | None) -> Tensor:
         return self.blocks[i](self.ups[i](h), code)
 
+    def _context(self, z1: Tensor, code: Tensor | None) -> tuple[Tensor, Tensor]:
+        """h at the z2 resolution, from z1, and the context p(z2) and q(z2) read."""
+        h = self.from_latent(z1).view(-1, self.start, self.bottleneck, self.bottleneck)
+        for i in range(len(self.blocks) - 1, self.spatial_depth - 2, -1):
+            h = self._level(h, i, code)  # up to the z2 resolution
+        return h, self.prior(h, code)
+
+    def _posterior(
+        self, context: Tensor, features: Tensor, mu_p: Tensor, logvar_p: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """q(z2 | x, z1, y)'s moments, a residual on p's (NVAE)."""
+        delta_mu, delta_logvar = self.to_posterior(torch.cat([context, features], 1)).chunk(2, 1)
+        return mu_p + delta_mu, (logvar_p + delta_logvar).clamp(*LOGVAR_RANGE)
+
+    def _render(self, h: Tensor, z2: Tensor, code: Tensor | None) -> Tensor:
+        """Logits (B, C, S, S) from h and z2, both at the z2 resolution."""
+        h = h + self.from_z2(z2)
+        for i in range(self.spatial_depth - 2, -1, -1):
+            h = self._level(h, i, code)
+        h = F.silu(self.to_full(F.silu(h)))  # (B, width / 2, S, S)
+        return self.to_logits(h)
+
     def forward(
         self,
         z1: Tensor,
@@ -205,18 +227,11 @@ class TopDownDecoder(_Coded):
         False); without features, z2 ~ p. Either at `temperature` (0: the mean), the noise
         from `generator` image by image (q without a generator: the global RNG, batched)."""
         code = self.label_code(labels)
-        h = self.from_latent(z1).view(-1, self.start, self.bottleneck, self.bottleneck)
-        for i in range(len(self.blocks) - 1, self.spatial_depth - 2, -1):
-            h = self._level(h, i, code)  # up to the z2 resolution
-        context = self.prior(h, code)
+        h, context = self._context(z1, code)
         mu_p, logvar_p = split_moments(self.to_prior(context))  # (B, K, S', S') each
         kl = None
         if features is not None:
-            delta_mu, delta_logvar = self.to_posterior(torch.cat([context, features], 1)).chunk(
-                2, 1
-            )
-            mu_q = mu_p + delta_mu
-            logvar_q = (logvar_p + delta_logvar).clamp(*LOGVAR_RANGE)
+            mu_q, logvar_q = self._posterior(context, features, mu_p, logvar_p)
             z2 = mu_q
             if sample_posterior:
                 noise = image_noise(mu_q, generator) if generator else torch.randn_like(mu_q)
@@ -224,11 +239,23 @@ class TopDownDecoder(_Coded):
             kl = gaussian_kl_between(mu_q, logvar_q, mu_p, logvar_p).flatten(1)
         else:
             z2 = mu_p + temperature * image_noise(mu_p, generator) * (0.5 * logvar_p).exp()
-        h = h + self.from_z2(z2)
-        for i in range(self.spatial_depth - 2, -1, -1):
-            h = self._level(h, i, code)
-        h = F.silu(self.to_full(F.silu(h)))  # (B, width / 2, S, S)
-        return self.to_logits(h), kl
+        return self._render(h, z2, code), kl
+
+    def spatial_posterior(
+        self, z1: Tensor, labels: Tensor | None, features: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """q(z2 | x, z1, y)'s mean and log-variance (B, K, S', S') given z1 and the encoder's
+        features."""
+        code = self.label_code(labels)
+        _, context = self._context(z1, code)
+        return self._posterior(context, features, *split_moments(self.to_prior(context)))
+
+    def decode_spatial(self, z1: Tensor, z2: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, C, S, S) for given latents at both levels: z2 (B, K, S', S') is not
+        drawn but taken, e.g. from a second-stage model of the aggregate posterior."""
+        code = self.label_code(labels)
+        h, _ = self._context(z1, code)
+        return self._render(h, z2, code)
 
 
 def image_noise(like: Tensor, generator: torch.Generator | None) -> Tensor:
