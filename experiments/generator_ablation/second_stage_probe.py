@@ -19,9 +19,11 @@ The second stages (the first argument):
            positions)
   spatial_full  the same with u at z2's own size, 4 x S' x S' (a quarter of z2's
            channels): the least compression
+  spatial_full_gamma02  the same with gamma fixed at 0.2 (reconstruction weighted 25x):
+           does a second stage made to keep the lesions still sample them?
 
     .venv/bin/python experiments/generator_ablation/second_stage_probe.py \
-        flat|spatial|spatial_full RUN_DIR [OUT.jsonl]
+        flat|spatial|spatial_full|spatial_full_gamma02 RUN_DIR [OUT.jsonl]
 
 (RUN_DIR: a run folder of a hierarchical VAE with `audit_reference` and `vae` stages, or a
 committed copy of one; its checkpoints must still be in the stage cache.) Prints one JSON
@@ -32,6 +34,7 @@ line for the reconstructions, then one per temperature, and writes OUT.png besid
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from functools import partial
@@ -60,11 +63,15 @@ TEMPERATURES = (1.0, 0.7)
 
 
 class Conditioned(nn.Module):
-    """Grade planes and Dai & Wipf's learnt decoder variance (log gamma per level)."""
+    """Grade planes and Dai & Wipf's learnt decoder variance (log gamma per level), or a
+    fixed one (`gamma`: the weight of reconstruction against KL, as a beta-VAE's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gamma: float | None = None) -> None:
         super().__init__()
-        self.log_gamma = nn.Parameter(torch.zeros(2))
+        if gamma is None:
+            self.log_gamma = nn.Parameter(torch.zeros(2))
+        else:
+            self.register_buffer("log_gamma", torch.full((2,), math.log(gamma)))
 
     @staticmethod
     def planes(grades: Tensor, side: int) -> Tensor:
@@ -119,8 +126,16 @@ class Flat(Conditioned):
 
 
 class Spatial(Conditioned):
-    def __init__(self, d1: int, c2: int, side: int, channels: int = 4, stride: int = 2) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        d1: int,
+        c2: int,
+        side: int,
+        channels: int = 4,
+        stride: int = 2,
+        gamma: float | None = None,
+    ) -> None:
+        super().__init__(gamma)
         self.small, self.stride = side // stride, stride  # u's side
         self.u_shape = (channels, self.small, self.small)
         self.z1_plane = nn.Linear(d1, self.small**2)
@@ -154,6 +169,7 @@ KINDS = {
     "flat": Flat,
     "spatial": Spatial,
     "spatial_full": partial(Spatial, stride=1),
+    "spatial_full_gamma02": partial(Spatial, stride=1, gamma=0.2),
 }
 
 
