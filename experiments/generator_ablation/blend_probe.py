@@ -25,30 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from probe_run import ProbeRun  # beside this script: python puts its folder on the path
 from torchvision.utils import save_image
 
 from drvae.data.records import NUM_GRADES
-from drvae.metrics.audit import memorisation, nearest_neighbours
-from drvae.metrics.fidelity import judged
-from drvae.models.checkpoints import load_classifier, load_vae
-from drvae.pipeline.audit_stage import pixel_rows
-from drvae.pipeline.data import prepare_data
-from drvae.pipeline.fidelity_stage import judge_of
 from drvae.pipeline.sampler_stage import train_rows
-from drvae.pipeline.store import StageStore
 
 T_VALUES = (0.0, 0.25, 0.5)
 PAIRS = 100  # per grade
 SEED = 0
 GRID = 8  # blends per grade and t in the PNG beside OUT
-
-
-def checkpoint(results: dict, stage: str) -> Path:
-    path = Path(results["stages"].get(stage, {}).get("path", ""))
-    if not path.is_file():
-        raise SystemExit(f"results.json: stages.{stage}.path {str(path)!r} is not a file")
-    return path
 
 
 def blends(vae, images: np.ndarray, rows: dict[int, np.ndarray]) -> dict[float, np.ndarray]:
@@ -68,35 +54,14 @@ def blends(vae, images: np.ndarray, rows: dict[int, np.ndarray]) -> dict[float, 
 
 
 def main(run: Path, out: Path | None) -> None:
-    results = json.loads((run / "results.json").read_text())
-    cfg = OmegaConf.create(results["config"])
-    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
-    images = data.cache.images
-    rows = train_rows(data, range(NUM_GRADES))
+    probe = ProbeRun.load(run)
+    rows = train_rows(probe.data, range(NUM_GRADES))
     requested = torch.as_tensor(np.repeat(list(rows), PAIRS))
-    judge = judge_of(load_classifier(checkpoint(results, "audit_reference")), 64)
-    vae = load_vae(checkpoint(results, "vae"))
-    train = pixel_rows(np.asarray(images[data.splits.train]))
-    heldout = np.concatenate([data.splits.val, data.splits.test])
-    heldout_distance, _ = nearest_neighbours(pixel_rows(np.asarray(images[heldout])), train)
     lines = []
-    made = blends(vae, images, rows)
+    made = blends(probe.vae, probe.data.cache.images, rows)
     for t, x in made.items():
-        grading = judged(requested, judge(x))  # recall per grade, pooled accuracy and QWK
-        distance, _ = nearest_neighbours(pixel_rows(x), train)
-        lines.append(
-            {
-                "run": str(run),
-                "t": t,
-                "n": len(x),
-                "accuracy": round(grading["accuracy"], 4),
-                "qwk": round(grading["qwk"], 4),
-                "recall": {g: round(v, 3) for g, v in grading["recall"].items()},
-                "memorisation": {
-                    k: round(v, 4) for k, v in memorisation(distance, heldout_distance).items()
-                },
-            }
-        )
+        line = {"run": str(run), "t": t, "n": len(x), **probe.graded(requested, x)}
+        lines.append({**line, "memorisation": probe.memorised(x)})
         print(json.dumps(lines[-1]), flush=True)
     if out is not None:
         out.write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -43,19 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
+from probe_run import ProbeRun  # beside this script: python puts its folder on the path
 from torch import Tensor, nn
 from torchvision.utils import save_image
 
 from drvae.data.records import NUM_GRADES
-from drvae.metrics.audit import memorisation, nearest_neighbours
-from drvae.metrics.fidelity import judged
-from drvae.models.checkpoints import load_classifier, load_vae
-from drvae.pipeline.audit_stage import pixel_rows
-from drvae.pipeline.data import prepare_data
-from drvae.pipeline.fidelity_stage import judge_of
 from drvae.pipeline.sampler_stage import train_rows
-from drvae.pipeline.store import StageStore
 
 STEPS, BATCH, LR, WIDTH = 3000, 64, 1e-3, 64
 PER_GRADE, SEED, GRID = 100, 0, 8
@@ -246,14 +239,9 @@ def decode(vae, r1: Tensor, r2: Tensor, grades: Tensor, scale: list) -> np.ndarr
 
 
 def main(kind: str, run: Path, out: Path | None) -> None:
-    results = json.loads((run / "results.json").read_text())
-    cfg = OmegaConf.create(results["config"])
-    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
-    images = data.cache.images
-    rows = train_rows(data, range(NUM_GRADES))
-    vae = load_vae(Path(results["stages"]["vae"]["path"])).eval()
-    judge = judge_of(load_classifier(Path(results["stages"]["audit_reference"]["path"])), 64)
-    levels, grades = posteriors(vae, images, rows)
+    probe = ProbeRun.load(run)
+    rows = train_rows(probe.data, range(NUM_GRADES))
+    levels, grades = posteriors(probe.vae, probe.data.cache.images, rows)
     (mu1, _), (mu2, _) = levels
     scale = [
         (mu1.mean(0), mu1.std(0) + 1e-3),
@@ -265,29 +253,20 @@ def main(kind: str, run: Path, out: Path | None) -> None:
     losses = fit(model, levels, grades, scale)
     seconds = round(time.perf_counter() - start)
     model.eval()
-    train = pixel_rows(np.asarray(images[data.splits.train]))
-    heldout = np.concatenate([data.splits.val, data.splits.test])
-    heldout_distance, _ = nearest_neighbours(pixel_rows(np.asarray(images[heldout])), train)
-    requested = torch.arange(NUM_GRADES).repeat_interleave(PER_GRADE)
-    x, true = reconstruct(model, vae, levels, grades, scale)
-    grading = judged(true, judge(x))
+    x, true = reconstruct(model, probe.vae, levels, grades, scale)
     lines = [
         {
             "run": str(run),
             "second_stage": kind,
             "set": "second-stage reconstructions of training images' posterior means",
             "n": len(x),
-            "accuracy": round(grading["accuracy"], 4),
-            "qwk": round(grading["qwk"], 4),
-            "recall": {g: round(v, 3) for g, v in grading["recall"].items()},
+            **probe.graded(true, x),
         }
     ]
     print(json.dumps(lines[-1]), flush=True)
+    requested = torch.arange(NUM_GRADES).repeat_interleave(PER_GRADE)
     for temperature in TEMPERATURES:
-        x = sample(model, vae, scale, temperature)
-        grading = judged(requested, judge(x))
-        distance, _ = nearest_neighbours(pixel_rows(x), train)
-        mem = memorisation(distance, heldout_distance)
+        x = sample(model, probe.vae, scale, temperature)
         lines.append(
             {
                 "run": str(run),
@@ -299,10 +278,8 @@ def main(kind: str, run: Path, out: Path | None) -> None:
                 "gamma": [round(g, 3) for g in model.log_gamma.exp().tolist()],
                 "temperature": temperature,
                 "n": len(x),
-                "accuracy": round(grading["accuracy"], 4),
-                "qwk": round(grading["qwk"], 4),
-                "recall": {g: round(v, 3) for g, v in grading["recall"].items()},
-                "memorisation": {k: round(v, 4) for k, v in mem.items()},
+                **probe.graded(requested, x),
+                "memorisation": probe.memorised(x),
             }
         )
         print(json.dumps(lines[-1]), flush=True)
