@@ -44,6 +44,23 @@ def test_a_quick_run_writes_results_and_the_targets_table(tmp_path: Path) -> Non
     assert "| classifier_overhead_ratio |" in table and "| vae_overhead_ratio | None |" in table
 
 
+def test_a_merged_group_keeps_where_each_row_was_measured(tmp_path: Path, monkeypatch) -> None:
+    """`--only` merges into the earlier results: the earlier rows keep their own machine,
+    the new ones name this one, so a table never credits one machine with another's figures."""
+    import platform
+
+    import drvae.bench.__main__ as bench
+
+    earlier = {"data_row": {"seconds": 1.0, "measured_on": "2026-01-01, old-machine, cpu"}}
+    (tmp_path / "results.json").write_text(json.dumps({"benchmarks": earlier}))
+    monkeypatch.setattr(bench, "run_group", lambda *a: {"overhead_row": {"seconds": 2.0}})
+    main(["--only", "overhead", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "results.json").read_text())["benchmarks"]
+    assert rows["data_row"]["measured_on"] == "2026-01-01, old-machine, cpu"
+    assert platform.platform() in rows["overhead_row"]["measured_on"]
+    assert "| measured_on | 2026-01-01, old-machine, cpu |" in (tmp_path / "RESULTS.md").read_text()
+
+
 def test_an_unknown_group_is_refused(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--only", "vae,gpus"])

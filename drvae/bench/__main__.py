@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import tempfile
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ def write_results(results: dict[str, Any], out: Path) -> None:
         "",
         f"Command: `{results['command']}`",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
+        "Machine of the last run (each benchmark's `measured_on` names its own): "
+        + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
         "",
         "## Targets",
         "",
@@ -203,7 +205,10 @@ def main(argv: list[str] | None = None) -> None:
             with PeakMemory() as peak:
                 group_figures = run_group(group, Path(tmp), scale, args.device, workers)
             for name, figures in group_figures.items():
-                benchmarks[name] = {**figures, **peak.figures()}  # the group's peak
+                # each row says where and when it was measured: `--only` merges groups
+                # measured on different machines into one file
+                measured_on = f"{date.today()}, {info['platform']}, {info['device']}"
+                benchmarks[name] = {**figures, **peak.figures(), "measured_on": measured_on}
                 print(name, benchmarks[name], flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")
     if set(groups) != set(GROUPS) or args.device != "cpu":
