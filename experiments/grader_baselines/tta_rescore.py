@@ -1,4 +1,5 @@
-"""Re-score a finished run's classifier with and without test-time augmentation.
+"""Re-score a finished run's classifier with and without test-time augmentation, and (a
+regression head) with plain rounding in place of the thresholds fitted on validation.
 
 TTA (`classifier.model.tta=true`) changes no weight, so retraining to measure it would waste
 the CPU: this loads the run's checkpoint, lets validation refit the regression thresholds on
@@ -9,7 +10,9 @@ the (augmented) validation outputs, then tests. Same data, split and preprocessi
 (RUN_DIR: a run folder or a committed copy of one; its classifier checkpoint must still
 be in the stage cache.)
 
-Prints one JSON line per run and setting (tta false, then true).
+Prints one JSON line per run and setting: tta false, tta true (both with the thresholds
+refitted on validation), then tta false with the thresholds 0.5, 1.5, 2.5, 3.5 (`fitted`
+false: what the fitting adds over rounding the regressed grade).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import torch
 from omegaconf import OmegaConf
 
 from drvae.data.rebalance import RebalancePlan
+from drvae.metrics.thresholds import DEFAULT_THRESHOLDS
 from drvae.models.checkpoints import load_classifier
 from drvae.pipeline.classifier_stage import _datamodule
 from drvae.pipeline.data import prepare_data
@@ -42,9 +47,14 @@ def rescore(run: Path) -> list[dict]:
     data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
     dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
     rows = []
-    for tta in (False, True):
+    for tta, fitted in ((False, True), (True, True), (False, False)):
         model = load_classifier(checkpoint)
+        if not fitted and model.hparams.head != "regression":
+            continue  # thresholds exist only for the regression head
         model.hparams.tta = tta
+        model.hparams.fit_thresholds = fitted
+        if not fitted:
+            model.thresholds = torch.tensor(DEFAULT_THRESHOLDS)
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
         val = trainer.validate(model, datamodule=dm, verbose=False)[0]
         test = trainer.test(model, datamodule=dm, verbose=False)[0]
@@ -52,6 +62,7 @@ def rescore(run: Path) -> list[dict]:
             {
                 "run": str(run),
                 "tta": tta,
+                "fitted": fitted,
                 "val/qwk": round(val["val/qwk"], 4),
                 **{f"test/{k}": round(test[f"test/{k}"], 4) for k in KEYS},
                 "thresholds": [round(t, 3) for t in model.thresholds.tolist()],
