@@ -19,6 +19,10 @@ OUT=${OUT:-runs/generator_ablation}
 # sim128_posterior's), and the posterior
 # sampler hotter (T 2, 4: do the near copies move away from their training images, and does
 # the grade survive?), with the audit's memorisation figures but without TSTR
+# eyepacs128/: the second data set, the sim128_e60 VAE config on ../shared/data/eyepacs128,
+# on one GPU (trainer=gpu; ~5 h of VAE training on the 2-core CPU): ONLY=eyepacs128/ on a GPU machine
+DATA=${DATA:-$(realpath ../shared/data)}
+EP128="data=eyepacs data.root=$DATA/eyepacs128 trainer=gpu data.num_workers=4"
 COMMON="generate.per_grade=100 trainer.enable_progress_bar=false ${EXTRA:-}"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
@@ -54,7 +58,9 @@ sim128_e60/hierarchical_sharp_e60_s0 vae=hierarchical $SHARP $AT128 vae.trainer.
 sim128_e60/hierarchical_sharp_e60_posterior_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior stages=[vae,generate,audit] seed=0
 sim128_e60/hierarchical_sharp_e60_posterior_t2_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior generate.temperature=2 stages=[vae,generate,audit] audit.tstr=false seed=0
 sim128_e60/hierarchical_sharp_e60_posterior_t4_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior generate.temperature=4 stages=[vae,generate,audit] audit.tstr=false seed=0
+eyepacs128/hierarchical_sharp_e60_s0 $EP128 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 stages=[vae,generate,audit] seed=0
+eyepacs128/hierarchical_sharp_e60_posterior_s0 $EP128 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=60 generate.sampler=posterior stages=[vae,generate,audit] seed=0
 LIST
-for study in sim64 sim128 sim128_posterior sim128_e60; do
+for study in sim64 sim128 sim128_posterior sim128_e60 eyepacs128; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
 done
