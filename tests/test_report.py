@@ -121,6 +121,19 @@ def test_jobs_are_found_in_numeric_order_and_labelled_by_what_differs(sweep: Pat
     assert jobs[4].failure["type"] == "DataError" and jobs[5].failure is None
 
 
+def test_where_a_job_wrote_does_not_split_a_setting(tmp_path: Path) -> None:
+    """A seed rerun with its stage cache elsewhere (paths.cache_dir) and its progress bar off
+    is still the same setting: the seeds pool, and no label names a path."""
+    write_job(tmp_path / "0", ["rebalance=none", "paths.cache_dir=/old", "seed=0"], 0.5)
+    write_job(
+        tmp_path / "1", ["rebalance=none", "trainer.enable_progress_bar=false", "seed=1"], 0.6
+    )
+    write_job(tmp_path / "2", ["rebalance=synthetic", "seed=0"], 0.7)
+    groups = settings(collect(tmp_path))
+    assert {k: len(v) for k, v in groups.items()} == {"rebalance=none": 2, "rebalance=synthetic": 1}
+    assert job_labels(collect(tmp_path))[:2] == ["rebalance=none seed=0", "rebalance=none seed=1"]
+
+
 def test_report_has_the_mean_across_seeds_the_failed_and_the_missing_jobs(sweep: Path) -> None:
     text, written = write_report(sweep)
     assert "| metric | rebalance=none (baseline) | rebalance=synthetic |" in text

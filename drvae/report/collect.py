@@ -114,6 +114,15 @@ def is_seed(override: str) -> bool:
     return override.lstrip("+~").startswith("seed=")
 
 
+# overrides that say where a run writes or how it prints, never what it computes: jobs that
+# differ only in these are one setting (a study resumed with its cache moved stays whole)
+BOOKKEEPING = ("paths.", "trainer.enable_progress_bar=")
+
+
+def is_bookkeeping(override: str) -> bool:
+    return override.lstrip("+~").startswith(BOOKKEEPING)
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -138,7 +147,8 @@ def natural(path: Path | str) -> list:
 
 def job_labels(jobs: list[Job]) -> list[str]:
     """Short column labels: the overrides that differ between the jobs (else folder names)."""
-    return _differing([j.overrides for j in jobs], [j.folder.name for j in jobs])
+    own = [[o for o in j.overrides if not is_bookkeeping(o)] for j in jobs]
+    return _differing(own, [j.folder.name for j in jobs])
 
 
 def _differing(overrides: list[list[str]], fallback: list[str]) -> list[str]:
@@ -153,7 +163,7 @@ def settings(jobs: list[Job]) -> dict[str, list[Job]]:
     """The finished jobs grouped by setting: their overrides but the seed; labelled by the
     overrides that differ between settings ("all" for a sweep over seeds alone)."""
     done = [j for j in jobs if j.results is not None]
-    own = [[o for o in j.overrides if not is_seed(o)] for j in done]
+    own = [[o for o in j.overrides if not (is_seed(o) or is_bookkeeping(o))] for j in done]
     groups: dict[str, list[Job]] = {}
     for job, label in zip(done, _differing(own, ["all"] * len(done)), strict=True):
         groups.setdefault(label, []).append(job)
