@@ -42,6 +42,7 @@ aptos128/recipe_regression_e60_s0 $AP128 classifier=dr_recipe classifier.model.h
 eyepacs128/recipe_regression_e25_s0 $EP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0
 eyepacs128/recipe_regression_bengraham_e25_s0 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0
 aptos128/recipe_regression_e60_s1 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=1
+aptos128/recipe_regression_e60_s2 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=2
 cross_dataset/aptos128_to_eyepacs128_s0 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=40 seed=0 +test_sets.eyepacs128.source=eyepacs +test_sets.eyepacs128.root=$DATA/eyepacs128
 cross_dataset/eyepacs128_to_aptos128_s0 $EP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0 +test_sets.aptos2019.source=aptos +test_sets.aptos2019.root=$DATA/aptos2019
 LIST
