@@ -199,15 +199,15 @@ def main(argv: list[str] | None = None) -> None:
     benchmarks: dict[str, Any] = {}
     if set(groups) != set(GROUPS) and previous.is_file():
         benchmarks = json.loads(previous.read_text())["benchmarks"]
+    # each row says where and when it was measured: `--only` merges groups measured on
+    # different machines into one file
+    measured_on = f"{date.today()}, {info['platform']}, {info['device']}"
     with tempfile.TemporaryDirectory(prefix="drvae-bench-") as tmp:
         for group in groups:
             workers = tuple(int(w) for w in args.loader_workers.split(",") if w)
             with PeakMemory() as peak:
                 group_figures = run_group(group, Path(tmp), scale, args.device, workers)
             for name, figures in group_figures.items():
-                # each row says where and when it was measured: `--only` merges groups
-                # measured on different machines into one file
-                measured_on = f"{date.today()}, {info['platform']}, {info['device']}"
                 benchmarks[name] = {**figures, **peak.figures(), "measured_on": measured_on}
                 print(name, benchmarks[name], flush=True)
     command = "make bench" + (" (--quick)" if args.quick else "")

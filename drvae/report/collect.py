@@ -44,6 +44,11 @@ class Job:
         return list((self.results or {}).get("overrides", []))
 
     @property
+    def setting_overrides(self) -> list[str]:
+        """The overrides that can change what the job computes (no paths, no progress bar)."""
+        return [o for o in self.overrides if not is_bookkeeping(o)]
+
+    @property
     def config(self) -> dict[str, Any]:
         return (self.results or {}).get("config") or {}
 
@@ -147,8 +152,7 @@ def natural(path: Path | str) -> list:
 
 def job_labels(jobs: list[Job]) -> list[str]:
     """Short column labels: the overrides that differ between the jobs (else folder names)."""
-    own = [[o for o in j.overrides if not is_bookkeeping(o)] for j in jobs]
-    return _differing(own, [j.folder.name for j in jobs])
+    return _differing([j.setting_overrides for j in jobs], [j.folder.name for j in jobs])
 
 
 def _differing(overrides: list[list[str]], fallback: list[str]) -> list[str]:
@@ -163,7 +167,7 @@ def settings(jobs: list[Job]) -> dict[str, list[Job]]:
     """The finished jobs grouped by setting: their overrides but the seed; labelled by the
     overrides that differ between settings ("all" for a sweep over seeds alone)."""
     done = [j for j in jobs if j.results is not None]
-    own = [[o for o in j.overrides if not (is_seed(o) or is_bookkeeping(o))] for j in done]
+    own = [[o for o in j.setting_overrides if not is_seed(o)] for j in done]
     groups: dict[str, list[Job]] = {}
     for job, label in zip(done, _differing(own, ["all"] * len(done)), strict=True):
         groups.setdefault(label, []).append(job)
