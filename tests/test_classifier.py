@@ -65,6 +65,7 @@ KEYS = {
     "test/referable_sensitivity",
     "test/referable_specificity",
     "test/referable_auroc",
+    "test/referable_sensitivity_at_spec80",
     *(f"test/recall_grade{g}" for g in GRADES),
     *(f"test/precision_grade{g}" for g in GRADES),
 }
@@ -94,6 +95,8 @@ def test_grading_metrics_equal_scikit_learn(seed: int) -> None:
     expected["test/referable_sensitivity"] = skm.recall_score(referable, decided)
     expected["test/referable_specificity"] = skm.recall_score(referable, decided, pos_label=0)
     expected["test/referable_auroc"] = skm.roc_auc_score(referable, p[:, 2:].sum(axis=1))
+    fpr, tpr, _ = skm.roc_curve(referable, p[:, 2:].sum(axis=1))
+    expected["test/referable_sensitivity_at_spec80"] = tpr[fpr <= 0.2].max()
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-5), key
     assert 0.2 < got["test/accuracy"] < 0.95  # a non-trivial case
@@ -130,6 +133,8 @@ def test_referable_metrics_use_the_grade_two_threshold() -> None:
     assert got["test/referable_sensitivity"] == pytest.approx(2 / 4)
     # not referable: rows 0, 1, 6, 7; predicted < 2 among them: rows 0, 6
     assert got["test/referable_specificity"] == pytest.approx(2 / 4)
+    # the one cut point with any sensitivity has specificity 2/4 < 0.8: none is left
+    assert got["test/referable_sensitivity_at_spec80"] == 0.0
     assert got["test/accuracy"] == pytest.approx(3 / 8)  # rows 0, 4, 6
 
 

@@ -125,7 +125,7 @@ def test_source_commit_names_the_checkout_and_whether_it_was_clean(tmp_path: Pat
 def test_results_hold_test_metrics_counts_and_the_classifier(first: dict) -> None:
     metrics = first["metrics"]
     names = ["qwk", "macro_f1", "balanced_accuracy", "accuracy", "auroc"]
-    names += ["referable_sensitivity", "referable_specificity"]
+    names += ["referable_sensitivity", "referable_specificity", "referable_sensitivity_at_spec80"]
     names += [f"{m}_grade{g}" for m in ("recall", "precision") for g in range(5)]
     assert {f"test/{n}" for n in names} <= set(metrics)
     assert all(0 <= v <= 1 for k, v in metrics.items() if k != "test/qwk")

@@ -2,7 +2,9 @@
 
 Referable DR is grade >= 2 (moderate or worse, the usual screening referral threshold): its
 sensitivity and specificity score the decision "predicted grade >= 2", and its AUROC the
-probability mass on grades 2-4.
+probability mass on grades 2-4. `referable_sensitivity_at_spec80` reads the same ROC curve at
+the operating point screening asks for (specificity >= 0.80): a property of the ranking, with
+the threshold chosen on the scored images themselves, not a decision the grader made.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     BinaryAUROC,
     BinaryRecall,
+    BinarySensitivityAtSpecificity,
     BinarySpecificity,
     MulticlassAccuracy,
     MulticlassAUROC,
@@ -27,6 +30,7 @@ from torchmetrics.wrappers import ClasswiseWrapper, LambdaInputTransformer
 from drvae.data.records import NUM_GRADES
 
 REFERABLE_GRADE = 2
+SCREENING_SPECIFICITY = 0.8  # the specificity a DR screening programme asks of a grader
 GRADE_LABELS = [f"grade{g}" for g in range(NUM_GRADES)]
 
 
@@ -55,6 +59,14 @@ class MacroAUROC(MulticlassAUROC):
         target = dim_zero_cat(self.target)
         present = torch.bincount(target.long(), minlength=self.num_classes) > 0
         return per_grade[present].mean()
+
+
+class SensitivityAtSpecificity(BinarySensitivityAtSpecificity):
+    """The best sensitivity at any threshold whose specificity is >= `min_specificity`
+    (torchmetrics returns it with that threshold; the metric is the sensitivity alone)."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute()[0]
 
 
 def referable_decision(probs: torch.Tensor) -> torch.Tensor:
@@ -91,6 +103,9 @@ def grading_metrics(prefix: str, num_classes: int = NUM_GRADES) -> MetricCollect
             "referable_sensitivity": _referable(BinaryRecall()),
             "referable_specificity": _referable(BinarySpecificity()),
             "referable_auroc": _referable(BinaryAUROC(), score=True),
+            "referable_sensitivity_at_spec80": _referable(
+                SensitivityAtSpecificity(SCREENING_SPECIFICITY), score=True
+            ),
         },
         prefix=prefix,
         compute_groups=False,  # groups misfire with ClasswiseWrapper ("compute before update")

@@ -45,6 +45,8 @@ HEADLINE = (
     "test/auroc",
     "test/referable_sensitivity",
     "test/referable_specificity",
+    "test/referable_auroc",
+    "test/referable_sensitivity_at_spec80",
 )
 TABLE_METRICS = (*HEADLINE, *RECALLS, "val/loss", "val/accuracy")
 CSV_COLUMNS = ("setting", "metric", "n", "mean", "std", "delta", "ci_low", "ci_high")

@@ -2,6 +2,7 @@
 # experiments/grader_baselines: the grading recipe (classifier=dr_recipe) and its pieces,
 # from scratch, rebalance=none, one run folder per setting under runs/grader_baselines/.
 # Usage (from the repository root): bash experiments/grader_baselines/run.sh
+# ONLY=<prefix> runs only the rows whose name starts with it (e.g. ONLY=eyepacs128/).
 # A relaunch skips finished runs; the stage cache resumes an interrupted one.
 set -u
 DATA=${DATA:-$(realpath ../shared/data)}
@@ -11,6 +12,7 @@ AP128="data=aptos data.root=$DATA/aptos2019 data.image_size=128"
 EP64="data=eyepacs data.root=$DATA/eyepacs64 data.image_size=64"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
+  [[ $name == "${ONLY:-}"* ]] || continue
   eval "set -- $args"
   .venv/bin/drvae rebalance=none "$@" hydra.run.dir="$OUT/$name" trainer.enable_progress_bar=false \
     || echo "failed: $name" >&2
@@ -45,6 +47,8 @@ aptos128/recipe_regression_e60_s1 $AP128 classifier=dr_recipe classifier.model.h
 aptos128/recipe_regression_e60_s2 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=2
 cross_dataset/aptos128_to_eyepacs128_s0 $AP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=40 seed=0 +test_sets.eyepacs128.source=eyepacs +test_sets.eyepacs128.root=$DATA/eyepacs128
 cross_dataset/eyepacs128_to_aptos128_s0 $EP128 classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=0 +test_sets.aptos2019.source=aptos +test_sets.aptos2019.root=$DATA/aptos2019
+eyepacs128/recipe_regression_bengraham_in192_e25_s0 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=192 classifier.trainer.max_epochs=25 seed=0
+eyepacs128/recipe_regression_bengraham_e50_s0 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=50 seed=0
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
