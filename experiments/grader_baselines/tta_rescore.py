@@ -32,7 +32,14 @@ from drvae.pipeline.classifier_stage import _datamodule
 from drvae.pipeline.data import prepare_data
 from drvae.pipeline.store import StageStore
 
-KEYS = ("qwk", "referable_sensitivity", "referable_specificity", "balanced_accuracy")
+KEYS = (
+    "qwk",
+    "referable_sensitivity",
+    "referable_specificity",
+    "balanced_accuracy",
+    "referable_auroc",
+    "referable_sensitivity_at_spec80",
+)
 
 
 def rescore(run: Path) -> list[dict]:
