@@ -1,0 +1,130 @@
+"""Average the regressed grade of several finished runs' classifiers (the competition
+solutions' last lever) and score the mean like one regression grader: thresholds fitted on
+the validation images to maximise QWK, then the test split.
+
+    .venv/bin/python experiments/grader_baselines/ensemble.py OUT_DIR RUN_DIR RUN_DIR [...]
+
+Every RUN_DIR must be a regression-head run on the same dataset and split (its classifier
+checkpoint still in the stage cache); each is fed its own preprocessing and input size.
+Writes OUT_DIR/test_predictions.csv (the ensemble's, same format as a run's) and
+OUT_DIR/ensemble.json: each member's and the ensemble's validation QWK and test metrics
+(drvae's own `grading_metrics`), and the ensemble's paired bootstrap difference (95% CI,
+1,000 resamples of the test images, as `drvae-report`) against the member with the best
+validation QWK: the single model one would have kept without the ensemble.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from drvae.atomic import write_json
+from drvae.data.rebalance import RebalancePlan
+from drvae.metrics.grading import grading_metrics
+from drvae.metrics.thresholds import fit_thresholds
+from drvae.models.checkpoints import load_classifier
+from drvae.models.grading_heads import grade_scores
+from drvae.pipeline.classifier_stage import _datamodule
+from drvae.pipeline.data import prepare_data
+from drvae.pipeline.predictions import write_predictions
+from drvae.pipeline.store import StageStore
+from drvae.report.stats import Bootstrap, confusion_counts, confusion_metrics
+
+KEYS = (
+    "qwk",
+    "balanced_accuracy",
+    "referable_sensitivity",
+    "referable_specificity",
+    "referable_auroc",
+    "referable_sensitivity_at_spec80",
+)
+Scores = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split -> (ids, scores, grades)
+
+
+def member_scores(run: Path) -> Scores:
+    """The run's classifier's regressed grade on every validation and test image."""
+    results = json.loads((run / "results.json").read_text())
+    cfg = OmegaConf.create(results["config"])  # the run's resolved config
+    checkpoint = Path(results["stages"].get("classifier", {}).get("path", ""))
+    if not checkpoint.is_file():
+        raise SystemExit(f"{run / 'results.json'}: stages.classifier.path is not a file")
+    model = load_classifier(checkpoint).eval()
+    if model.hparams.head != "regression":
+        raise SystemExit(f"{run}: classifier.model.head is {model.hparams.head!r}, not regression")
+    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
+    dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
+    dm.setup("test")
+    out = {}
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        with torch.inference_mode():
+            parts = [(model.evaluate(x)[:, 0].float(), y) for x, y in loader]
+        scores, grades = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+        ids = [dm.cache.records[i].image_id for i in dm.indices(split)]
+        out[split] = ids, scores, grades
+    return out
+
+
+def graded(val: tuple, test: tuple) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Thresholds fitted on `val`'s scores; test metrics and (N, 5) scores, (N,) grades."""
+    thresholds = torch.tensor(fit_thresholds(val[1], val[2]))
+    qwk = {}
+    for split, (_, scores, grades) in (("val", val), ("test", test)):
+        probs, _ = grade_scores("regression", torch.as_tensor(scores)[:, None], thresholds)
+        metrics = grading_metrics("")
+        metrics.update(probs, torch.as_tensor(grades))
+        qwk[split] = {k: round(float(v), 4) for k, v in metrics.compute().items() if k in KEYS}
+    summary = {"val/qwk": qwk["val"]["qwk"], **{f"test/{k}": qwk["test"][k] for k in KEYS}}
+    summary["thresholds"] = [round(t, 3) for t in thresholds.tolist()]
+    return summary, probs, torch.as_tensor(test[2])
+
+
+def paired_delta(ensemble: torch.Tensor, single: torch.Tensor, grades: np.ndarray) -> dict:
+    """Ensemble minus single model: the difference and its 95% interval on the same
+    bootstrap resamples of the test images."""
+    whole = np.arange(len(grades))[None]  # the test set itself, as one "resample"
+    index = Bootstrap().index(len(grades))
+    out = {}
+    for sample, key in ((whole, "delta"), (index, "ci")):
+        a, b = (
+            confusion_metrics(confusion_counts(grades, p.argmax(1).numpy(), sample, p.shape[1]))
+            for p in (ensemble, single)
+        )
+        for metric in ("test/qwk", "test/balanced_accuracy", "test/referable_sensitivity"):
+            diff = a[metric] - b[metric]
+            value = [round(float(v), 4) for v in np.nanpercentile(diff, [2.5, 97.5])]
+            out.setdefault(metric, {})[key] = round(float(diff[0]), 4) if key == "delta" else value
+    return out
+
+
+def main(out_dir: Path, runs: list[Path]) -> None:
+    members = {str(run): member_scores(run) for run in runs}
+    first = next(iter(members.values()))
+    for name, scores in members.items():
+        for split in ("val", "test"):
+            if scores[split][0] != first[split][0]:
+                raise SystemExit(f"{name}: its {split} images differ from {runs[0]}'s")
+    rows, probs = {}, {}
+    for name, s in members.items():
+        rows[name], probs[name], _ = graded(s["val"], s["test"])
+        print(json.dumps({"member": name, **rows[name]}), flush=True)
+    mean = {}
+    for split, (ids, _, grades_) in first.items():
+        mean[split] = ids, np.mean([m[split][1] for m in members.values()], axis=0), grades_
+    summary, ensemble_probs, grades = graded(mean["val"], mean["test"])
+    best = max(rows, key=lambda name: rows[name]["val/qwk"])
+    summary["against"] = best
+    summary["delta_ci"] = paired_delta(ensemble_probs, probs[best], grades.numpy())
+    print(json.dumps({"ensemble": list(members), **summary}), flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "test_predictions.csv", mean["test"][0], ensemble_probs, grades)
+    report = {"members": rows, "ensemble": summary}
+    write_json(out_dir / "ensemble.json", report)
+
+
+if __name__ == "__main__":  # the cache's worker processes re-import this module
+    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])

@@ -1,0 +1,51 @@
+"""experiments/grader_baselines/ensemble.py: the mean of several regression graders, scored
+like one."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_pipeline import config
+
+from drvae.pipeline.run import run
+
+SCRIPT = Path(__file__).parents[1] / "experiments" / "grader_baselines" / "ensemble.py"
+RECIPE = ("classifier=dr_recipe", "classifier.model.head=regression", "rebalance=none")
+
+
+def ensemble_module():
+    spec = importlib.util.spec_from_file_location("ensemble", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def predictions(path: Path) -> list[tuple[str, str]]:
+    with open(path, newline="") as f:
+        return [(row["image"], row["predicted"]) for row in csv.DictReader(f)]
+
+
+def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
+    """Members score as their runs did (thresholds refitted on validation); two identical
+    members average to the same grades image by image; another split is refused."""
+    results = run(config(tmp_path / "cache", tmp_path / "a", *RECIPE))
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    ensemble = ensemble_module()
+    ensemble.main(tmp_path / "out", [tmp_path / "a", tmp_path / "copy"])
+    report = json.loads((tmp_path / "out" / "ensemble.json").read_text())
+    member = report["members"][str(tmp_path / "a")]
+    for key in ("test/qwk", "test/balanced_accuracy", "test/referable_auroc"):
+        assert member[key] == pytest.approx(results["metrics"][key], abs=1e-3)
+        assert report["ensemble"][key] == pytest.approx(member[key], abs=1e-6)
+    assert report["ensemble"]["delta_ci"]["test/qwk"] == {"delta": 0.0, "ci": [0.0, 0.0]}
+    ran = predictions(tmp_path / "a" / "test_predictions.csv")
+    assert predictions(tmp_path / "out" / "test_predictions.csv") == ran
+
+    run(config(tmp_path / "cache", tmp_path / "b", *RECIPE, "data.n_images=250"))
+    with pytest.raises(SystemExit, match="images differ"):
+        ensemble.main(tmp_path / "out2", [tmp_path / "a", tmp_path / "b"])
