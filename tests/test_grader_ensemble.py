@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ RECIPE = ("classifier=dr_recipe", "classifier.model.head=regression", "rebalance
 
 
 def ensemble_module():
+    if str(SCRIPT.parent) not in sys.path:  # as when run as a script: it imports tta_rescore
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("ensemble", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -32,7 +35,8 @@ def predictions(path: Path) -> list[tuple[str, str]]:
 
 def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
     """Members score as their runs did (thresholds refitted on validation); two identical
-    members average to the same grades image by image; another split is refused."""
+    members average to the same grades image by image; an earlier output folder and another
+    split are refused."""
     results = run(config(tmp_path / "cache", tmp_path / "a", *RECIPE))
     shutil.copytree(tmp_path / "a", tmp_path / "copy")
     ensemble = ensemble_module()
@@ -45,6 +49,8 @@ def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
     assert report["ensemble"]["delta_ci"]["test/qwk"] == {"delta": 0.0, "ci": [0.0, 0.0]}
     ran = predictions(tmp_path / "a" / "test_predictions.csv")
     assert predictions(tmp_path / "out" / "test_predictions.csv") == ran
+    with pytest.raises(SystemExit, match="exists"):  # an earlier ensemble is kept
+        ensemble.main(tmp_path / "out", [tmp_path / "a"])
 
     run(config(tmp_path / "cache", tmp_path / "b", *RECIPE, "data.n_images=250"))
     with pytest.raises(SystemExit, match="images differ"):

@@ -21,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from tta_rescore import finished_run  # this folder: the script's own directory is on sys.path
 
 from drvae.atomic import write_json
-from drvae.data.rebalance import RebalancePlan
 from drvae.metrics.grading import grading_metrics
 from drvae.metrics.thresholds import fit_thresholds
 from drvae.models.checkpoints import load_classifier
 from drvae.models.grading_heads import grade_scores
-from drvae.pipeline.classifier_stage import _datamodule
-from drvae.pipeline.data import prepare_data
 from drvae.pipeline.predictions import write_predictions
-from drvae.pipeline.store import StageStore
 from drvae.report.stats import Bootstrap, confusion_counts, confusion_metrics
 
 KEYS = (
@@ -43,21 +39,16 @@ KEYS = (
     "referable_auroc",
     "referable_sensitivity_at_spec80",
 )
+DELTAS = ("test/qwk", "test/balanced_accuracy", "test/referable_sensitivity")
 Scores = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split -> (ids, scores, grades)
 
 
 def member_scores(run: Path) -> Scores:
     """The run's classifier's regressed grade on every validation and test image."""
-    results = json.loads((run / "results.json").read_text())
-    cfg = OmegaConf.create(results["config"])  # the run's resolved config
-    checkpoint = Path(results["stages"].get("classifier", {}).get("path", ""))
-    if not checkpoint.is_file():
-        raise SystemExit(f"{run / 'results.json'}: stages.classifier.path is not a file")
+    checkpoint, dm = finished_run(run)
     model = load_classifier(checkpoint).eval()
     if model.hparams.head != "regression":
         raise SystemExit(f"{run}: classifier.model.head is {model.hparams.head!r}, not regression")
-    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
-    dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
     dm.setup("test")
     out = {}
     for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
@@ -70,38 +61,46 @@ def member_scores(run: Path) -> Scores:
 
 
 def graded(val: tuple, test: tuple) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Thresholds fitted on `val`'s scores; test metrics and (N, 5) scores, (N,) grades."""
+    """Thresholds fitted on `val`'s scores; the metrics, and test's (N, 5) scores, (N,) grades."""
     thresholds = torch.tensor(fit_thresholds(val[1], val[2]))
-    qwk = {}
+    scored = {}
     for split, (_, scores, grades) in (("val", val), ("test", test)):
         probs, _ = grade_scores("regression", torch.as_tensor(scores)[:, None], thresholds)
         metrics = grading_metrics("")
         metrics.update(probs, torch.as_tensor(grades))
-        qwk[split] = {k: round(float(v), 4) for k, v in metrics.compute().items() if k in KEYS}
-    summary = {"val/qwk": qwk["val"]["qwk"], **{f"test/{k}": qwk["test"][k] for k in KEYS}}
+        computed = metrics.compute()
+        scored[split] = probs, {k: round(float(computed[k]), 4) for k in KEYS}
+    test_probs, test_metrics = scored["test"]
+    summary = {"val/qwk": scored["val"][1]["qwk"], **{f"test/{k}": test_metrics[k] for k in KEYS}}
     summary["thresholds"] = [round(t, 3) for t in thresholds.tolist()]
-    return summary, probs, torch.as_tensor(test[2])
+    return summary, test_probs, torch.as_tensor(test[2])
 
 
 def paired_delta(ensemble: torch.Tensor, single: torch.Tensor, grades: np.ndarray) -> dict:
-    """Ensemble minus single model: the difference and its 95% interval on the same
-    bootstrap resamples of the test images."""
-    whole = np.arange(len(grades))[None]  # the test set itself, as one "resample"
-    index = Bootstrap().index(len(grades))
-    out = {}
-    for sample, key in ((whole, "delta"), (index, "ci")):
+    """Ensemble minus single model on the test images, and its 95% interval on the same
+    bootstrap resamples of them."""
+
+    def differences(sample: np.ndarray) -> dict[str, np.ndarray]:
         a, b = (
             confusion_metrics(confusion_counts(grades, p.argmax(1).numpy(), sample, p.shape[1]))
             for p in (ensemble, single)
         )
-        for metric in ("test/qwk", "test/balanced_accuracy", "test/referable_sensitivity"):
-            diff = a[metric] - b[metric]
-            value = [round(float(v), 4) for v in np.nanpercentile(diff, [2.5, 97.5])]
-            out.setdefault(metric, {})[key] = round(float(diff[0]), 4) if key == "delta" else value
-    return out
+        return {m: a[m] - b[m] for m in DELTAS}
+
+    whole = differences(np.arange(len(grades))[None])  # the test set itself, one "resample"
+    resampled = differences(Bootstrap().index(len(grades)))
+    return {
+        m: {
+            "delta": round(float(whole[m][0]), 4),
+            "ci": [round(float(v), 4) for v in np.nanpercentile(resampled[m], [2.5, 97.5])],
+        }
+        for m in DELTAS
+    }
 
 
 def main(out_dir: Path, runs: list[Path]) -> None:
+    if (out_dir / "ensemble.json").exists():  # never overwrite an earlier ensemble's outputs
+        raise SystemExit(f"{out_dir / 'ensemble.json'} exists: choose another OUT_DIR")
     members = {str(run): member_scores(run) for run in runs}
     first = next(iter(members.values()))
     for name, scores in members.items():

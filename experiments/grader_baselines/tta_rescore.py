@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from drvae.data.dataset import FundusDataModule
 from drvae.data.rebalance import RebalancePlan
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS
 from drvae.models.checkpoints import load_classifier
@@ -42,7 +43,8 @@ KEYS = (
 )
 
 
-def rescore(run: Path) -> list[dict]:
+def finished_run(run: Path) -> tuple[Path, FundusDataModule]:
+    """A finished run's classifier checkpoint and its data (same split and preprocessing)."""
     results = json.loads((run / "results.json").read_text())
     cfg = OmegaConf.create(results["config"])  # the run's resolved config
     checkpoint = Path(results["stages"].get("classifier", {}).get("path", ""))
@@ -52,7 +54,11 @@ def rescore(run: Path) -> list[dict]:
             "(a run without a classifier, or its stage cache was removed)"
         )
     data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
-    dm = _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
+    return checkpoint, _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
+
+
+def rescore(run: Path) -> list[dict]:
+    checkpoint, dm = finished_run(run)
     rows = []
     for tta, fitted in ((False, True), (True, True), (False, False)):
         model = load_classifier(checkpoint)
