@@ -55,3 +55,19 @@ def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
     run(config(tmp_path / "cache", tmp_path / "b", *RECIPE, "data.n_images=250"))
     with pytest.raises(SystemExit, match="images differ"):
         ensemble.main(tmp_path / "out2", [tmp_path / "a", tmp_path / "b"])
+
+
+def test_tta_members_score_as_the_runs_own_tta_rescoring(tmp_path: Path) -> None:
+    """`--tta` averages each member's outputs over the flips and quarter turns: a one-member
+    ensemble then scores as Lightning's own validate-and-test with `tta=true` does."""
+    run(config(tmp_path / "cache", tmp_path / "a", *RECIPE))
+    ensemble = ensemble_module()
+    ensemble.main(tmp_path / "out", [tmp_path / "a"], tta=True)
+    report = json.loads((tmp_path / "out" / "ensemble.json").read_text())
+    assert report["tta"] is True
+    member = report["members"][str(tmp_path / "a")]
+    plain, augmented, _ = sys.modules["tta_rescore"].rescore(tmp_path / "a")
+    assert augmented["tta"] and not plain["tta"]
+    for key in ("val/qwk", "test/qwk", "test/referable_auroc"):
+        assert member[key] == pytest.approx(augmented[key], abs=1e-3)
+    assert member["thresholds"] == pytest.approx(augmented["thresholds"], abs=1e-3)

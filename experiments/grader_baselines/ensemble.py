@@ -2,7 +2,7 @@
 solutions' last lever) and score the mean like one regression grader: thresholds fitted on
 the validation images to maximise QWK, then the test split.
 
-    .venv/bin/python experiments/grader_baselines/ensemble.py OUT_DIR RUN_DIR RUN_DIR [...]
+    .venv/bin/python experiments/grader_baselines/ensemble.py [--tta] OUT_DIR RUN_DIR RUN_DIR [...]
 
 Every RUN_DIR must be a regression-head run on the same dataset and split (its classifier
 checkpoint still in the stage cache); each is fed its own preprocessing and input size.
@@ -10,13 +10,15 @@ Writes OUT_DIR/test_predictions.csv (the ensemble's, same format as a run's) and
 OUT_DIR/ensemble.json: each member's and the ensemble's validation QWK and test metrics
 (drvae's own `grading_metrics`), and the ensemble's paired bootstrap difference (95% CI,
 1,000 resamples of the test images, as `drvae-report`) against the member with the best
-validation QWK: the single model one would have kept without the ensemble.
+validation QWK: the single model one would have kept without the ensemble. With `--tta`
+every member's outputs are first averaged over the 8 flips and quarter turns of each image
+(`classifier.model.tta=true`), members and ensemble alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +45,11 @@ DELTAS = ("test/qwk", "test/balanced_accuracy", "test/referable_sensitivity")
 Scores = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split -> (ids, scores, grades)
 
 
-def member_scores(run: Path) -> Scores:
+def member_scores(run: Path, tta: bool) -> Scores:
     """The run's classifier's regressed grade on every validation and test image."""
     checkpoint, dm = finished_run(run)
     model = load_classifier(checkpoint).eval()
+    model.hparams.tta = tta
     if model.hparams.head != "regression":
         raise SystemExit(f"{run}: classifier.model.head is {model.hparams.head!r}, not regression")
     dm.setup("test")
@@ -98,10 +101,10 @@ def paired_delta(ensemble: torch.Tensor, single: torch.Tensor, grades: np.ndarra
     }
 
 
-def main(out_dir: Path, runs: list[Path]) -> None:
+def main(out_dir: Path, runs: list[Path], tta: bool = False) -> None:
     if (out_dir / "ensemble.json").exists():  # never overwrite an earlier ensemble's outputs
         raise SystemExit(f"{out_dir / 'ensemble.json'} exists: choose another OUT_DIR")
-    members = {str(run): member_scores(run) for run in runs}
+    members = {str(run): member_scores(run, tta) for run in runs}
     first = next(iter(members.values()))
     for name, scores in members.items():
         for split in ("val", "test"):
@@ -121,9 +124,14 @@ def main(out_dir: Path, runs: list[Path]) -> None:
     print(json.dumps({"ensemble": list(members), **summary}), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "test_predictions.csv", mean["test"][0], ensemble_probs, grades)
-    report = {"members": rows, "ensemble": summary}
+    report = {"tta": tta, "members": rows, "ensemble": summary}
     write_json(out_dir / "ensemble.json", report)
 
 
 if __name__ == "__main__":  # the cache's worker processes re-import this module
-    main(Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tta", action="store_true", help="average over 8 flips/quarter turns")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+")
+    args = parser.parse_args()
+    main(args.out_dir, args.runs, args.tta)
