@@ -53,6 +53,8 @@ eyepacs128/recipe_regression_bengraham_in192_e40_s0 $EP128 data.preprocess.ben_g
 eyepacs128/recipe_regression_bengraham_e25_s1 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=25 seed=1
 eyepacs64/recipe_regression_bengraham_e60_s1 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=1
 eyepacs64/recipe_regression_bengraham_e60_s2 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=2
+eyepacs128/recipe_regression_bengraham_in256_e25_s0 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=256 classifier.trainer.max_epochs=25 seed=0
+eyepacs128/recipe_regression_bengraham_in192_e25_s1 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=192 classifier.trainer.max_epochs=25 seed=1
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
