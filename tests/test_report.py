@@ -147,6 +147,20 @@ def test_report_has_the_mean_across_seeds_the_failed_and_the_missing_jobs(sweep:
     assert {p.name for p in written} >= {"report.md", "report.csv", "recall_per_grade.png"}
 
 
+def test_a_metric_some_seeds_lack_says_over_how_many_it_is_averaged(tmp_path: Path) -> None:
+    """A seed run before a metric existed has no value for it: the mean is over the others
+    and says so, rather than passing for the mean over every seed."""
+    for seed, qwk in enumerate((0.5, 0.6, 0.7)):
+        write_job(tmp_path / str(seed), ["rebalance=none", f"seed={seed}"], qwk)
+    old = tmp_path / "0" / "results.json"
+    results = json.loads(old.read_text())
+    del results["metrics"]["test/accuracy"]
+    old.write_text(json.dumps(results))
+    text, _ = write_report(tmp_path)
+    assert "| qwk | 0.600 ± 0.100 |" in text  # every seed has it: no count
+    assert "| accuracy | 0.800 ± 0.000 (n=2) |" in text
+
+
 def test_a_setting_that_adds_nothing_is_the_baseline(sweep: Path, count_sweep: Path) -> None:
     assert find_baseline(settings(collect(sweep)))[0] == "rebalance=none"
     assert find_baseline(settings(collect(count_sweep)))[0] == "rebalance.per_grade=0"

@@ -124,9 +124,12 @@ def _short(metric: str) -> str:
     return metric.removeprefix("test/")
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], n_jobs: int | None = None) -> str:
+    """mean ± sample std; "(n=k)" where only k of the setting's n_jobs seeds have the metric
+    (runs older than the metric), so a mean never passes for one over every seed."""
     n, mean, std = mean_std(values)
-    return "" if not n else f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+    text = "" if not n else f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
+    return f"{text} (n={n})" if n and n_jobs and n < n_jobs else text
 
 
 def settings_table(found: Comparison) -> str:
@@ -134,7 +137,7 @@ def settings_table(found: Comparison) -> str:
     head = [f"{label}{' (baseline)' if label == found.baseline else ''}" for label in found.groups]
     rows = [["n (seeds)", *(str(len(jobs)) for jobs in found.groups.values())]]
     for metric in TABLE_METRICS:
-        cells = [_mean_std(setting_values(jobs, metric)) for jobs in found.groups.values()]
+        cells = [_mean_std(setting_values(j, metric), len(j)) for j in found.groups.values()]
         if any(cells):
             rows.append([_short(metric), *cells])
     return _table(["metric", *head], rows)
