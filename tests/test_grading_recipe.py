@@ -20,7 +20,7 @@ from drvae.data.dataset import EpochBalanced, dataset_grades
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, qwk, to_grades
 from drvae.models.checkpoints import load_classifier, read_checkpoint
 from drvae.models.classifier import CHECKPOINT_KIND, GradeClassifier
-from drvae.models.grading_heads import grade_scores, head_loss, ordinal_targets
+from drvae.models.grading_heads import grade_score, grade_scores, head_loss, ordinal_targets
 from drvae.models.optim import WarmupCosine
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -86,6 +86,16 @@ def test_referable_score_is_ordered_like_the_regression_score() -> None:
     assert bool((referable.diff() > 0).all())
 
 
+def test_ordinal_grades_are_the_expected_grade_cut_at_the_thresholds() -> None:
+    """Sum of P(grade > k), made non-increasing first; cut like the regressed grade."""
+    above = torch.tensor([[0.9, 0.6, 0.3, 0.1], [0.2, 0.8, 0.1, 0.1]])  # row 2: 0.2 caps all
+    raw = torch.logit(above)
+    assert grade_score("ordinal", raw).tolist() == pytest.approx([1.9, 0.6])
+    _, default = grade_scores("ordinal", raw, torch.tensor(DEFAULT_THRESHOLDS))
+    _, fitted = grade_scores("ordinal", raw, torch.tensor([0.3, 1.1, 1.8, 3.2]))
+    assert default.tolist() == [2, 1] and fitted.tolist() == [3, 1]
+
+
 def test_ordinal_targets_and_loss() -> None:
     grades = torch.tensor([0, 2, 4])
     assert ordinal_targets(grades, 4).tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
@@ -128,6 +138,22 @@ def test_validation_refits_the_thresholds_and_the_checkpoint_keeps_them(regressi
         scores = loaded.predict_step((images, None), 0)
         raw = loaded(images)[:, 0]
     assert scores.argmax(1).tolist() == to_grades(raw.numpy(), loaded.thresholds.numpy()).tolist()
+
+
+def test_validation_refits_the_ordinal_heads_thresholds_too(tmp_path: Path) -> None:
+    """A balanced sampler shifts every P(grade > k): the expected grade is cut where
+    validation QWK is highest, as the regressed grade is."""
+    L.seed_everything(0, workers=True)
+    model = GradeClassifier(MODEL, image_size=SIZE, head="ordinal")
+    quiet_trainer(default_root_dir=tmp_path).fit(model, loader(24, seed=1), loader(20, seed=2))
+    assert tuple(model.thresholds.tolist()) != DEFAULT_THRESHOLDS
+    images = images_uint8(6, seed=5)
+    with torch.no_grad():
+        scores = model.predict_step((images, None), 0)
+        expected = grade_score("ordinal", model(images))
+    assert (
+        scores.argmax(1).tolist() == to_grades(expected.numpy(), model.thresholds.numpy()).tolist()
+    )
 
 
 def test_test_metrics_grade_with_the_fitted_thresholds(regression_fit) -> None:

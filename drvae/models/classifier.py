@@ -26,7 +26,13 @@ from drvae.errors import ConfigError
 from drvae.metrics.grading import confusion_matrix, grading_metrics
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds
 from drvae.models.classifier_loss import make_loss, soft_cross_entropy
-from drvae.models.grading_heads import grade_scores, head_loss, head_outputs
+from drvae.models.grading_heads import (
+    THRESHOLDED,
+    grade_score,
+    grade_scores,
+    head_loss,
+    head_outputs,
+)
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae import to_unit
 
@@ -108,8 +114,9 @@ class GradeClassifier(L.LightningModule):
         pretrained: None trains from scratch; a local weights file; True (timm's hub
             weights for `model_name`) or an "hf-hub:<id>": timm fetches them, online.
         head: "classification", "regression" or "ordinal" (`drvae.models.grading_heads`).
-        fit_thresholds: regression head: refit the grade thresholds on the validation
-            images after each validation epoch, to maximise QWK (kept in the checkpoint).
+        fit_thresholds: regression and ordinal heads: refit the grade thresholds on the
+            validation images after each validation epoch, to maximise QWK (kept in the
+            checkpoint); false keeps 0.5 / 1.5 / 2.5 / 3.5.
         loss: the classification head's, "ce" (cross-entropy) or "focal"; `class_weights`
             weighs any head's loss per grade.
         label_smoothing: cross-entropy label smoothing (0 = off).
@@ -239,14 +246,15 @@ class GradeClassifier(L.LightningModule):
         images, grades = batch
         outputs = self.evaluate(images)
         self.losses[stage].update(self.loss(outputs, grades), len(grades))
-        # scored at the epoch's end: the regression thresholds may be refitted first
+        # scored at the epoch's end: the grade thresholds may be refitted first
         self.epoch_outputs[stage].append((outputs.detach().float(), grades.detach()))
 
     def _refit_thresholds(self, outputs: Tensor, grades: Tensor) -> None:
         """The cut points that maximise QWK on every process's validation outputs."""
         if self.trainer.world_size > 1:  # the DistributedSampler pads: equal shapes
             outputs, grades = (self.all_gather(t).flatten(0, 1) for t in (outputs, grades))
-        fitted = fit_thresholds(outputs[:, 0].cpu().numpy(), grades.cpu().numpy())
+        score = grade_score(self.hparams.head, outputs)
+        fitted = fit_thresholds(score.cpu().numpy(), grades.cpu().numpy())
         self.thresholds = torch.tensor(fitted)
 
     def _score_epoch(self, stage: str) -> None:
@@ -256,7 +264,7 @@ class GradeClassifier(L.LightningModule):
             return
         outputs, grades = (torch.cat(parts) for parts in zip(*outputs_list, strict=True))
         hp = self.hparams
-        if stage == "val" and hp.head == "regression" and hp.fit_thresholds:
+        if stage == "val" and hp.head in THRESHOLDED and hp.fit_thresholds:
             self._refit_thresholds(outputs, grades)
         probs = self.grade_probabilities(outputs)  # (N, K); argmax = final grade
         self.metrics[stage].update(probs, grades)

@@ -5,7 +5,8 @@ become grade scores and final grades.
 - `regression`: one score, the grade as a number (smooth L1); the grade is the score cut at
   thresholds fitted on validation images to maximise QWK (the competition standard).
 - `ordinal`: 4 logits, P(grade > k) for k = 0..3 (binary cross-entropy per cut, Niu et al.
-  2016); cumulated monotone, the grade is the number of cuts passed with p > 0.5.
+  2016), cumulated monotone; their sum is the expected grade, cut at thresholds like the
+  regressed grade (fitted on validation: a balanced sampler shifts every P(grade > k)).
 
 Every head gives (B, 5) grade scores whose argmax IS the final grade, so metrics, confusion
 matrices, per-image predictions, the audit and the confidence filter all read the final grade
@@ -23,6 +24,7 @@ from torch import Tensor
 from drvae.data.records import NUM_GRADES
 
 HEADS = ("classification", "regression", "ordinal")
+THRESHOLDED = ("regression", "ordinal")  # heads whose grade is a score cut at thresholds
 SOFTNESS = 0.25  # regression: width (in grades) of the soft assignment around thresholds
 
 
@@ -57,19 +59,33 @@ def _mixed(soft: Tensor, grades: Tensor) -> Tensor:
     return 0.5 * F.one_hot(grades, soft.shape[1]).float() + 0.5 * soft
 
 
+def _ordinal_above(outputs: Tensor) -> Tensor:
+    """(B, 4) P(grade > k), made non-increasing in k."""
+    return torch.sigmoid(outputs.float()).cummin(dim=1).values
+
+
+def grade_score(head: str, outputs: Tensor) -> Tensor:
+    """(B,) the continuous grade a THRESHOLDED head's thresholds cut: the regressed grade,
+    or the ordinal head's expected grade (the sum of its P(grade > k))."""
+    if head == "regression":
+        return outputs[:, 0].float()
+    if head == "ordinal":
+        return _ordinal_above(outputs).sum(dim=1)
+    raise ValueError(f"head {head!r} has no thresholded score (heads: {THRESHOLDED})")
+
+
 def grade_scores(head: str, outputs: Tensor, thresholds: Tensor) -> tuple[Tensor, Tensor]:
     """(B, 5) grade scores (argmax = final grade) and (B,) final grades."""
     outputs = outputs.float()
     if head == "classification":
         probs = outputs.softmax(dim=1)
         return probs, probs.argmax(dim=1)
+    score = grade_score(head, outputs)[:, None]  # (B, 1)
+    grades = (score > thresholds.to(score)).sum(dim=1)
     if head == "regression":
-        score = outputs[:, :1]  # (B, 1)
         above = torch.sigmoid((score - thresholds.to(score)) / SOFTNESS)  # (B, 4): P(> cut k)
-        grades = (score > thresholds.to(score)).sum(dim=1)
     else:
-        above = torch.sigmoid(outputs).cummin(dim=1).values  # (B, 4), non-increasing
-        grades = (above > 0.5).sum(dim=1)
+        above = _ordinal_above(outputs)
     ones = torch.ones_like(above[:, :1])
     cumulative = torch.cat([ones, above, 0 * ones], dim=1)  # (B, 6): P(> k - 1)
     soft = (cumulative[:, :-1] - cumulative[:, 1:]).clamp_min(0)  # (B, 5)

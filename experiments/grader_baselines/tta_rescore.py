@@ -1,8 +1,8 @@
 """Re-score a finished run's classifier with and without test-time augmentation, and (a
-regression head) with plain rounding in place of the thresholds fitted on validation.
+regression or ordinal head) with plain rounding in place of the thresholds fitted on validation.
 
 TTA (`classifier.model.tta=true`) changes no weight, so retraining to measure it would waste
-the CPU: this loads the run's checkpoint, lets validation refit the regression thresholds on
+the CPU: this loads the run's checkpoint, lets validation refit the grade thresholds on
 the (augmented) validation outputs, then tests. Same data, split and preprocessing as the run.
 
     .venv/bin/python experiments/grader_baselines/tta_rescore.py RUN_DIR [RUN_DIR ...]
@@ -12,7 +12,7 @@ be in the stage cache.)
 
 Prints one JSON line per run and setting: tta false, tta true (both with the thresholds
 refitted on validation), then tta false with the thresholds 0.5, 1.5, 2.5, 3.5 (`fitted`
-false: what the fitting adds over rounding the regressed grade).
+false: what the fitting adds over rounding the regressed or expected grade).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from drvae.data.dataset import FundusDataModule
 from drvae.data.rebalance import RebalancePlan
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS
 from drvae.models.checkpoints import load_classifier
+from drvae.models.grading_heads import THRESHOLDED
 from drvae.pipeline.classifier_stage import _datamodule
 from drvae.pipeline.data import prepare_data
 from drvae.pipeline.store import StageStore
@@ -62,8 +63,8 @@ def rescore(run: Path) -> list[dict]:
     rows = []
     for tta, fitted in ((False, True), (True, True), (False, False)):
         model = load_classifier(checkpoint)
-        if not fitted and model.hparams.head != "regression":
-            continue  # thresholds exist only for the regression head
+        if not fitted and model.hparams.head not in THRESHOLDED:
+            continue  # the classification head has no thresholds
         model.hparams.tta = tta
         model.hparams.fit_thresholds = fitted
         if not fitted:
