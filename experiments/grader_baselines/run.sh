@@ -62,6 +62,7 @@ eyepacs64/recipe_regression_bengraham_wd005_e60_s0 $EP64 data.preprocess.ben_gra
 eyepacs64/recipe_ordinal_bengraham_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=ordinal classifier.trainer.max_epochs=60 seed=0
 eyepacs64/recipe_regression_bengraham_wd005_e60_s1 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=60 seed=1
 eyepacs64/recipe_regression_bengraham_wd005_e60_s2 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=60 seed=2
+eyepacs64/recipe_regression_bengraham_wd005_drop03_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.model.drop_rate=0.3 classifier.trainer.max_epochs=60 seed=0
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
