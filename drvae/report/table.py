@@ -124,12 +124,12 @@ def _short(metric: str) -> str:
     return metric.removeprefix("test/")
 
 
-def _mean_std(values: list[float], n_jobs: int | None = None) -> str:
+def _mean_std(values: list[float], n_jobs: int) -> str:
     """mean ± sample std; "(n=k)" where only k of the setting's n_jobs seeds have the metric
     (runs older than the metric), so a mean never passes for one over every seed."""
     n, mean, std = mean_std(values)
     text = "" if not n else f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {std:.3f}"
-    return f"{text} (n={n})" if n and n_jobs and n < n_jobs else text
+    return f"{text} (n={n})" if 0 < n < n_jobs else text
 
 
 def settings_table(found: Comparison) -> str:
