@@ -16,7 +16,7 @@ from sklearn.metrics import cohen_kappa_score
 from test_classifier import MODEL, SIZE, images_uint8, loader
 
 from drvae.callbacks.ema import WarmupEMA, warmup_ema
-from drvae.data.dataset import EpochBalanced, dataset_grades
+from drvae.data.dataset import EpochBalanced, balance_power, dataset_grades
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, qwk, to_grades
 from drvae.models.checkpoints import load_classifier, read_checkpoint
 from drvae.models.classifier import CHECKPOINT_KIND, GradeClassifier
@@ -179,6 +179,56 @@ def test_balanced_sampler_draws_every_grade_equally_often() -> None:
     shares = np.bincount(grades[drawn], minlength=5) / len(drawn)
     assert np.allclose(shares, 0.2, atol=0.04)
     assert drawn != list(EpochBalanced(grades, seed=4))
+
+
+def test_balanced_sampler_power_sets_each_grades_share() -> None:
+    counts = np.array([900, 60, 30, 8, 2])
+    grades = np.repeat(np.arange(5), counts)
+    for power in (0.5, 0.0):
+        drawn = np.concatenate([list(EpochBalanced(grades, seed, power)) for seed in range(20)])
+        shares = np.bincount(grades[drawn], minlength=5) / len(drawn)
+        expected = counts ** (1 - power) / (counts ** (1 - power)).sum()
+        assert np.allclose(shares, expected, atol=0.01), (power, shares, expected)
+
+
+def test_balance_power_moves_linearly_to_its_end() -> None:
+    assert [balance_power(1.0, None, e, 10) for e in (0, 9)] == [1.0, 1.0]
+    assert [balance_power(1.0, 0.5, e, 11) for e in (0, 5, 10, 12)] == [1.0, 0.75, 0.5, 0.5]
+    assert balance_power(1.0, 0.0, 0, 1) == 1.0  # a 1-epoch run trains at the start power
+
+
+def test_datamodule_draws_each_epoch_at_its_balance_power() -> None:
+    from types import SimpleNamespace
+
+    from drvae.data.dataset import FundusDataModule
+
+    counts = np.array([400, 40, 20, 10, 10])
+    grades = np.repeat(np.arange(5), counts)
+    cache = SimpleNamespace(images=np.zeros((len(grades), 2, 2, 3), np.uint8), grades=grades)
+    splits = SimpleNamespace(train=np.arange(len(grades)))
+    dm = FundusDataModule(cache, splits, 16, sampler="balanced", balance=(1.0, 0.0))
+
+    def share_of_grade_0(epoch: int) -> float:
+        dm.trainer = SimpleNamespace(current_epoch=epoch, max_epochs=3)
+        drawn = list(dm.train_dataloader().sampler)
+        return float(np.mean(grades[drawn] == 0))
+
+    assert share_of_grade_0(0) < 0.35 and share_of_grade_0(2) > 0.7  # 0.2, then 400/480
+
+
+def test_a_negative_or_textual_balance_power_names_its_key() -> None:
+    from omegaconf import OmegaConf
+
+    from drvae.errors import ConfigError
+    from drvae.pipeline.classifier_stage import recipe_key_material, sampler_balance
+
+    default = OmegaConf.create({"sampler": "balanced", "balance_power": 1.0})
+    assert sampler_balance(default) == (1.0, None) and "balance" not in recipe_key_material(default)
+    decayed = OmegaConf.create({"sampler": "balanced", "balance_power_end": 0.5})
+    assert recipe_key_material(decayed)["balance"] == [1.0, 0.5]
+    for key, value in [("balance_power", -1), ("balance_power_end", "half")]:
+        with pytest.raises(ConfigError, match=rf"classifier\.{key}: expected a number >= 0"):
+            sampler_balance(OmegaConf.create({key: value}))
 
 
 def test_dataset_grades_follow_a_concatenation(tmp_path: Path) -> None:

@@ -91,14 +91,16 @@ class EpochShuffle(Sampler[int]):
 
 
 class EpochBalanced(EpochShuffle):
-    """`n` draws with replacement, each grade equally likely (a class-balanced sampler, as
-    the DR competition solutions used): rare grades are seen as often as grade 0 without
-    any image being added to the training set. Depends on `seed` alone, like EpochShuffle."""
+    """`n` draws with replacement, each image weighted by its grade's count to the power
+    `-power` (a class-balanced sampler, as the DR competition solutions used): at power 1
+    every grade is equally likely, rare grades seen as often as grade 0 without any image
+    being added; at 0.5 a grade's share follows the square root of its count; at 0 the
+    natural frequencies. Depends on `seed` alone, like EpochShuffle."""
 
-    def __init__(self, grades: np.ndarray, seed: int) -> None:
+    def __init__(self, grades: np.ndarray, seed: int, power: float = 1.0) -> None:
         super().__init__(len(grades), seed)
         counts = np.bincount(grades, minlength=NUM_GRADES)
-        self.weights = torch.from_numpy(1.0 / counts[grades]).double()  # (N,)
+        self.weights = torch.from_numpy(counts[grades] ** -float(power)).double()  # (N,)
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -107,6 +109,14 @@ class EpochBalanced(EpochShuffle):
 
 
 SAMPLERS = {"shuffle": EpochShuffle, "balanced": EpochBalanced}
+
+
+def balance_power(start: float, end: float | None, epoch: int, epochs: int) -> float:
+    """The balanced sampler's power at `epoch` of `epochs`: `start`, or moved linearly to
+    `end` by the last epoch (the EyePACS 2015 solutions' balanced-then-natural sampling)."""
+    if end is None:
+        return start
+    return start + (end - start) * min(epoch / max(epochs - 1, 1), 1.0)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -154,6 +164,8 @@ class FundusDataModule(L.LightningDataModule):
     real or synthetic. `grades` restricts every split to those grades (one VAE per grade).
     `sampler` orders the training images each epoch: "shuffle" (a permutation) or
     "balanced" (drawn with replacement, every grade equally often); val and test are in order.
+    `balance` = (power, power at the last epoch or None) weighs the balanced draws
+    (`EpochBalanced`, `balance_power`).
     """
 
     def __init__(
@@ -169,6 +181,7 @@ class FundusDataModule(L.LightningDataModule):
         seed: int = 0,
         train_per_grade: tuple[int, int] | None = None,
         sampler: str = "shuffle",
+        balance: tuple[float, float | None] = (1.0, None),
     ) -> None:
         super().__init__()
         if sampler not in SAMPLERS:
@@ -176,7 +189,7 @@ class FundusDataModule(L.LightningDataModule):
                 f"classifier.sampler / vae.sampler: expected one of {list(SAMPLERS)}, "
                 f"got {sampler!r}"
             )
-        self.sampler = sampler
+        self.sampler, self.balance = sampler, balance
         # (n, seed): at most n real training images per grade, chosen with seed
         self.train_per_grade = train_per_grade
         self.cache, self.splits = cache, splits
@@ -246,7 +259,9 @@ class FundusDataModule(L.LightningDataModule):
             self.augment.set_random_seed(seed)
         dataset = self.train_dataset(epoch)
         if self.sampler == "balanced":
-            return self._loader(dataset, EpochBalanced(dataset_grades(dataset), seed))
+            epochs = self.trainer.max_epochs if self.trainer is not None else 1
+            power = balance_power(*self.balance, epoch, epochs or 1)
+            return self._loader(dataset, EpochBalanced(dataset_grades(dataset), seed, power))
         return self._loader(dataset, EpochShuffle(len(dataset), seed))
 
     def val_dataloader(self) -> DataLoader:

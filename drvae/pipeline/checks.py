@@ -12,7 +12,7 @@ from drvae.data.rebalance import IMBLEARN_STRATEGIES, added_per_grade, checked_m
 from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError, check_vae_fits
-from drvae.pipeline.classifier_stage import build_classifier
+from drvae.pipeline.classifier_stage import build_classifier, sampler_balance
 from drvae.pipeline.generate_stage import generate_device, per_grade_counts
 from drvae.pipeline.sampler_stage import sampler_config
 from drvae.pipeline.store import plain
@@ -129,6 +129,7 @@ def _check_classifier(cfg: DictConfig) -> None:
         raise ConfigError(f"classifier: {error}") from None
     if cfg.classifier.batch_size <= 0:
         raise ConfigError(f"classifier.batch_size must be > 0, got {cfg.classifier.batch_size}")
+    sampler_balance(cfg.classifier)
 
 
 def _check_audit(cfg: DictConfig) -> None:

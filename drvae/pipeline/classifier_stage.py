@@ -18,6 +18,7 @@ from drvae.callbacks import ConfusionMatrixLogger
 from drvae.callbacks.ema import WarmupEMA
 from drvae.data.dataset import FundusDataModule, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
+from drvae.errors import ConfigError
 from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_classifier
 from drvae.models.classifier import HUB_PREFIX, GradeClassifier
@@ -69,7 +70,21 @@ def weights_key(model_name: str, weights: str | bool | None) -> str | None:
 
 def recipe_key_material(c: DictConfig) -> dict[str, Any]:
     """The training recipe's settings outside `model`, `optimizer` and `augment`."""
-    return {"sampler": c.get("sampler", "shuffle"), "ema_decay": c.get("ema_decay")}
+    material = {"sampler": c.get("sampler", "shuffle"), "ema_decay": c.get("ema_decay")}
+    if sampler_balance(c) != (1.0, None):  # keys of the default unchanged: caches stay valid
+        material["balance"] = list(sampler_balance(c))
+    return material
+
+
+def sampler_balance(c: DictConfig) -> tuple[float, float | None]:
+    """`classifier.balance_power` and `balance_power_end` (the balanced sampler's weights)."""
+    start, end = c.get("balance_power", 1.0), c.get("balance_power_end")
+    for key, value in (("balance_power", start), ("balance_power_end", end)):
+        if value is None and key == "balance_power_end":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"classifier.{key}: expected a number >= 0, got {value!r}")
+    return float(start), None if end is None else float(end)
 
 
 def training_callbacks(c: DictConfig) -> list[L.Callback]:
@@ -106,6 +121,7 @@ def _datamodule(
         augment=augment,
         seed=cfg.seed,
         sampler=cfg.classifier.get("sampler", "shuffle"),
+        balance=sampler_balance(cfg.classifier),
     )
 
 

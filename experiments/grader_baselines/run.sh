@@ -63,6 +63,9 @@ eyepacs64/recipe_ordinal_bengraham_e60_s0 $EP64 data.preprocess.ben_graham=true 
 eyepacs64/recipe_regression_bengraham_wd005_e60_s1 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=60 seed=1
 eyepacs64/recipe_regression_bengraham_wd005_e60_s2 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=60 seed=2
 eyepacs64/recipe_regression_bengraham_wd005_drop03_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.model.drop_rate=0.3 classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_lr1e3_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.optimizer.lr=0.001 classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_pow05_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.balance_power=0.5 classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_pow1to05_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.balance_power_end=0.5 classifier.trainer.max_epochs=60 seed=0
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
