@@ -16,45 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from drvae.data.cache import CachedDataset
 from drvae.data.dataset import FundusDataModule
 from drvae.data.duplicates import NEAR_DISTANCE, matches
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.data.splits import Splits
-from drvae.errors import ConfigError
 from drvae.models.checkpoints import load_classifier
 from drvae.pipeline.classifier_stage import test_scores
-from drvae.pipeline.data import PreparedData, cache_dataset, stored_hashes
+from drvae.pipeline.data import PreparedData, cache_dataset, set_config, stored_hashes
 from drvae.pipeline.predictions import external_predictions, write_predictions
-from drvae.pipeline.store import StageStore, plain
+from drvae.pipeline.store import StageStore
 from drvae.pipeline.training import make_trainer, rounded
 
 SHOWN_IDS = 20  # duplicate ids listed in results.json per set (all are counted)
-
-
-def set_config(cfg: DictConfig, name: str) -> DictConfig:
-    """The `data` node with the set's source, root and options: same size, preprocessing,
-    workers and error handling as the training data."""
-    entry = cfg.test_sets[name]
-    if not isinstance(entry, DictConfig) or not entry.get("source"):
-        raise ConfigError(
-            f"test_sets.{name}: expected source and root, e.g. "
-            f"+test_sets.{name}.source=idrid +test_sets.{name}.root=PATH"
-        )
-    node = plain(cfg.data)
-    node.update(source=entry.source, root=entry.get("root"), options=plain(entry.get("options")))
-    node["options"] = node["options"] or {}
-    return OmegaConf.create(node)
-
-
-def check_test_sets(cfg: DictConfig) -> None:
-    """Refuse a test set without a source or root before any work."""
-    for name in cfg.get("test_sets") or {}:
-        node = set_config(cfg, str(name))
-        if node.source != "simulated" and not node.get("root"):
-            raise ConfigError(f"test_sets.{name}.root: the {node.source} dataset needs a folder")
 
 
 def _scored(cache: CachedDataset, left_out: dict[int, int]) -> np.ndarray:
@@ -76,7 +52,7 @@ def score_set(
     cfg: DictConfig, name: str, data: PreparedData, checkpoint: Path, store: StageStore, out: Path
 ) -> dict[str, Any]:
     """One external set's metrics, counts, left-out duplicates and predictions file."""
-    cache = cache_dataset(set_config(cfg, name), store)
+    cache = cache_dataset(set_config(cfg, "test_sets", name), store)
     left_out = _duplicates(data, cache, store, cfg)
     scored = _scored(cache, left_out)
     if not len(scored):

@@ -28,8 +28,8 @@ from drvae.pipeline.audit_stage import run_audit_stage
 from drvae.pipeline.checks import check_config
 from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.confidence import confident_synthetic
-from drvae.pipeline.data import PreparedData, prepare_data
-from drvae.pipeline.external import check_test_sets, score_external
+from drvae.pipeline.data import PreparedData, prepare_data, set_configs
+from drvae.pipeline.external import score_external
 from drvae.pipeline.fidelity_stage import GRID, run_fidelity_stage
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
 from drvae.pipeline.predictions import PREDICTIONS
@@ -124,7 +124,8 @@ class Run:
                 f"{self.out / RESULTS} exists: an earlier run's output is never overwritten"
             )
         self.stages, self.user_vaes = check_config(cfg)
-        check_test_sets(cfg)
+        set_configs(cfg, "test_sets")  # a set without a source or root fails now
+        self.train_sets = set_configs(cfg, "train_sets")
         self.store = StageStore(cfg.paths.cache_dir)
         self.results: dict[str, Any] = {"stages": {}}
         self.generated: StageResult | None = None
@@ -311,13 +312,14 @@ class Run:
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
-        data = prepare_data(self.cfg.data, self.store)
+        data = prepare_data(self.cfg.data, self.store, self.train_sets)
         counts = data.per_grade()
         self.results["data"] = {
             "key": data.key,
             "cache": str(data.cache.folder),
             "counts": counts,
             "duplicates": data.duplicates,
+            **({"train_sets": data.train_sets} if data.train_sets else {}),
         }
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         plan = None
