@@ -10,6 +10,7 @@ OUT=${OUT:-runs/grader_baselines}
 EP128="data=eyepacs data.root=$DATA/eyepacs128 data.image_size=128"
 AP128="data=aptos data.root=$DATA/aptos2019 data.image_size=128"
 EP64="data=eyepacs data.root=$DATA/eyepacs64 data.image_size=64"
+PLUS128="+train_sets.eyepacs128.source=eyepacs +train_sets.eyepacs128.root=$DATA/eyepacs128"
 while read -r name args; do
   [ -f "$OUT/$name/results.json" ] && continue
   [[ $name == "${ONLY:-}"* ]] || continue
@@ -65,7 +66,9 @@ eyepacs64/recipe_regression_bengraham_wd005_e60_s2 $EP64 data.preprocess.ben_gra
 eyepacs64/recipe_regression_bengraham_wd005_drop03_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.model.drop_rate=0.3 classifier.trainer.max_epochs=60 seed=0
 eyepacs64/recipe_regression_bengraham_wd005_lr1e3_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.optimizer.lr=0.001 classifier.trainer.max_epochs=60 seed=0
 eyepacs64/recipe_regression_bengraham_wd005_pow05_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.balance_power=0.5 classifier.trainer.max_epochs=60 seed=0
-eyepacs64/recipe_regression_bengraham_wd005_pow1to05_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.balance_power_end=0.5 classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_plus128_e30_s0 $EP64 $PLUS128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=30 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_plus128_e30_s1 $EP64 $PLUS128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=30 seed=1
+eyepacs64/recipe_regression_bengraham_wd005_plus128_e30_s2 $EP64 $PLUS128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.trainer.max_epochs=30 seed=2
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
