@@ -31,7 +31,7 @@ from drvae.metrics.thresholds import DEFAULT_THRESHOLDS
 from drvae.models.checkpoints import load_classifier
 from drvae.models.grading_heads import THRESHOLDED
 from drvae.pipeline.classifier_stage import _datamodule
-from drvae.pipeline.data import prepare_data
+from drvae.pipeline.data import prepare_data, set_configs
 from drvae.pipeline.store import StageStore
 
 KEYS = (
@@ -54,7 +54,7 @@ def finished_run(run: Path) -> tuple[Path, FundusDataModule]:
             f"{run / 'results.json'}: stages.classifier.path {str(checkpoint)!r} is not a file "
             "(a run without a classifier, or its stage cache was removed)"
         )
-    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir))
+    data = prepare_data(cfg.data, StageStore(cfg.paths.cache_dir), set_configs(cfg, "train_sets"))
     return checkpoint, _datamodule(cfg, data, RebalancePlan.make(["none"], None, "total", {}), None)
 
 
