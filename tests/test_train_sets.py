@@ -104,3 +104,29 @@ def test_a_training_set_without_a_source_is_refused(tmp_path: Path) -> None:
     cfg = config(tmp_path, tmp_path / "out", "rebalance=none", f"+train_sets.x.root={tmp_path}")
     with pytest.raises(ConfigError, match=r"train_sets\.x: expected source and root"):
         run(cfg)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_eyepacs128_joins_eyepacs64_training_without_its_held_out_patients(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_module
+    from test_real_data import dataset
+
+    small, large = dataset("eyepacs64"), dataset("eyepacs128")
+    common = ["data=eyepacs", f"data.root={small}", "data.image_size=32"]
+    added = ["+train_sets.more.source=eyepacs", f"+train_sets.more.root={large}"]
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[*common, *added, f"paths.cache_dir={tmp_path}"])
+    alone = prepare_data(cfg.data, StageStore(tmp_path))
+    joined = prepare_data(cfg.data, StageStore(tmp_path), set_configs(cfg, "train_sets"))
+    counts = joined.train_sets["more"]
+    assert counts["n_images"] == 6678 and counts["n_held_out_patient"] > 0
+    assert counts["n_added"] + counts["n_held_out_patient"] + counts["n_held_out_copy"] == 6678
+    records = joined.cache.records
+    held = {records[int(i)].patient for i in (*joined.splits.val, *joined.splits.test)}
+    new = [
+        records[int(i)] for i in joined.splits.train if records[int(i)].image_id.startswith("more/")
+    ]
+    assert len(new) == counts["n_added"] and not {r.patient for r in new} & held
+    for split in ("val", "test"):
+        assert _ids(joined, split) == _ids(alone, split)
