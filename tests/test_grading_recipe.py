@@ -195,6 +195,9 @@ def test_balance_power_moves_linearly_to_its_end() -> None:
     assert [balance_power(1.0, None, e, 10) for e in (0, 9)] == [1.0, 1.0]
     assert [balance_power(1.0, 0.5, e, 11) for e in (0, 5, 10, 12)] == [1.0, 0.75, 0.5, 0.5]
     assert balance_power(1.0, 0.0, 0, 1) == 1.0  # a 1-epoch run trains at the start power
+    assert balance_power(0.5, None, 3, -1) == 0.5  # constant: any max_epochs will do
+    with pytest.raises(ValueError, match=r"balance_power_end needs a bounded"):
+        balance_power(1.0, 0.5, 3, -1)  # max_epochs=-1: no last epoch to reach it by
 
 
 def test_datamodule_draws_each_epoch_at_its_balance_power() -> None:
@@ -355,3 +358,15 @@ def test_mixup_is_refused_where_there_are_no_soft_labels() -> None:
     for head, loss in [("regression", "ce"), ("ordinal", "ce"), ("classification", "focal")]:
         with pytest.raises(ConfigError, match=r"classifier\.model\.mixup needs head"):
             GradeClassifier(MODEL, image_size=SIZE, head=head, loss=loss, mixup={"prob": 1.0})
+
+
+def test_a_balance_schedule_without_a_last_epoch_is_refused_before_any_work(tmp_path: Path) -> None:
+    from test_pipeline import config
+
+    from drvae.errors import ConfigError
+    from drvae.pipeline.run import run
+
+    overrides = ["classifier.balance_power_end=0.5", "classifier.trainer.max_epochs=-1"]
+    with pytest.raises(ConfigError, match=r"balance_power_end needs a bounded"):
+        run(config(tmp_path, tmp_path / "out", *overrides))
+    assert not (tmp_path / "out").exists()

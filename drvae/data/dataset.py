@@ -116,6 +116,11 @@ def balance_power(start: float, end: float | None, epoch: int, epochs: int) -> f
     `end` by the last epoch (the EyePACS 2015 solutions' balanced-then-natural sampling)."""
     if end is None:
         return start
+    if epochs < 1:
+        raise ValueError(
+            "classifier.balance_power_end needs a bounded classifier.trainer.max_epochs, "
+            f"got {epochs}"
+        )
     return start + (end - start) * min(epoch / max(epochs - 1, 1), 1.0)
 
 
@@ -260,7 +265,7 @@ class FundusDataModule(L.LightningDataModule):
         dataset = self.train_dataset(epoch)
         if self.sampler == "balanced":
             epochs = self.trainer.max_epochs if self.trainer is not None else 1
-            power = balance_power(*self.balance, epoch, epochs or 1)
+            power = balance_power(*self.balance, epoch, epochs if epochs is not None else -1)
             return self._loader(dataset, EpochBalanced(dataset_grades(dataset), seed, power))
         return self._loader(dataset, EpochShuffle(len(dataset), seed))
 

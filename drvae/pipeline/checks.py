@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from drvae.data.dataset import balance_power
 from drvae.data.rebalance import IMBLEARN_STRATEGIES, added_per_grade, checked_methods
 from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
@@ -16,6 +17,7 @@ from drvae.pipeline.classifier_stage import build_classifier, sampler_balance
 from drvae.pipeline.generate_stage import generate_device, per_grade_counts
 from drvae.pipeline.sampler_stage import sampler_config
 from drvae.pipeline.store import plain
+from drvae.pipeline.training import stage_trainer
 from drvae.pipeline.vae_stage import build_vae
 
 STAGES = ("vae", "generate", "classifier", "fidelity", "audit")  # in the order they run
@@ -129,7 +131,12 @@ def _check_classifier(cfg: DictConfig) -> None:
         raise ConfigError(f"classifier: {error}") from None
     if cfg.classifier.batch_size <= 0:
         raise ConfigError(f"classifier.batch_size must be > 0, got {cfg.classifier.batch_size}")
-    sampler_balance(cfg.classifier)
+    start, end = sampler_balance(cfg.classifier)
+    epochs = stage_trainer(cfg, "classifier").get("max_epochs")
+    try:
+        balance_power(start, end, 0, epochs if epochs is not None else -1)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _check_audit(cfg: DictConfig) -> None:

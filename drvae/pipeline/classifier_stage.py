@@ -71,8 +71,9 @@ def weights_key(model_name: str, weights: str | bool | None) -> str | None:
 def recipe_key_material(c: DictConfig) -> dict[str, Any]:
     """The training recipe's settings outside `model`, `optimizer` and `augment`."""
     material = {"sampler": c.get("sampler", "shuffle"), "ema_decay": c.get("ema_decay")}
-    if sampler_balance(c) != (1.0, None):  # keys of the default unchanged: caches stay valid
-        material["balance"] = list(sampler_balance(c))
+    balance = sampler_balance(c)
+    if balance != (1.0, None):  # keys of the default unchanged: caches stay valid
+        material["balance"] = list(balance)
     return material
 
 
@@ -80,9 +81,8 @@ def sampler_balance(c: DictConfig) -> tuple[float, float | None]:
     """`classifier.balance_power` and `balance_power_end` (the balanced sampler's weights)."""
     start, end = c.get("balance_power", 1.0), c.get("balance_power_end")
     for key, value in (("balance_power", start), ("balance_power_end", end)):
-        if value is None and key == "balance_power_end":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        valid = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        if not valid and not (key == "balance_power_end" and value is None):
             raise ConfigError(f"classifier.{key}: expected a number >= 0, got {value!r}")
     return float(start), None if end is None else float(end)
 
