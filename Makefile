@@ -30,9 +30,10 @@ test: $(STAMP) ## The fast test suite (slow tests deselected)
 test-full: $(STAMP) ## Every test, slow and data ones included
 	$(BIN)/pytest -q -m ''
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check; lint-imports: the layers depend one way
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -49,8 +49,19 @@ def build_once(folder: Path, done: Callable[[Path], bool], build: Callable[[Path
     return False
 
 
+def write_atomic(path: Path, write: Callable[[Path], None]) -> str:
+    """`write(tmp)` to a temporary name beside `path` (same suffix, for writers that read
+    the format from it), then rename it over `path`: readers (and a rerun) see the old file
+    or the new one, never half of one. Returns the file name."""
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.name
+
+
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and a rename: readers see the old file or the new."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    """Write JSON atomically (`write_atomic`)."""
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))

@@ -44,8 +44,9 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from drvae.pipeline.store import plain
+from drvae.config import plain
 from drvae.report.collect import fidelity_figures
+from drvae.run_folder import STAGES
 from drvae.secrets import redact
 
 # WandbLogger arguments that are Lightning's, not wandb.init's.
@@ -170,7 +171,6 @@ def open_run(cfg: DictConfig, node: DictConfig) -> Any:
 
 
 def job_type(cfg: DictConfig) -> str:
-    from drvae.pipeline.checks import STAGES  # checks imports the stages, which import this
 
     stages = [str(s) for s in cfg.get("stages") or []]
     if "classifier" in stages:  # fidelity then judges its synthetic images: a side task

@@ -5,12 +5,16 @@ Every image is a real (tiny) image file, so the readers' `ImageFinder` finds it 
 (byte-order marks, trailing spaces in headers, trailing empty columns, blank lines, CRLF).
 Each fixture returns a `Layout`: the root to hand to the reader, the label files, and what a
 correct reader must find there.
+
+Below them, the helpers several test modules share (the tiny pipeline config, a tiny image
+cache, fake report jobs, the real datasets' folder): no test module imports another.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -374,3 +378,189 @@ def quiet_trainer(**overrides):
         enable_model_summary=False,
     )
     return L.Trainer(**{**settings, **overrides})
+
+
+# --- helpers shared by several test modules ----------------------------------------------
+# `from conftest import X` gets this very module (no tests/__init__.py: pytest's prepend mode)
+# torch, Hydra and drvae are imported inside the helpers: tests that never need them stay light.
+
+GRADES = range(5)
+SIZE = 32  # the side of the tiny test images (cache, synthetic sets, classifier inputs)
+MODEL = "test_resnet"  # timm's smallest ResNet (~0.4 M parameters)
+
+# The pipeline at its smallest: simulated data, a tiny VAE and classifier, one epoch.
+TINY = [
+    "data.n_images=300",
+    "data.image_size=32",
+    "data.decode_workers=1",
+    "vae.model.width=8",
+    "vae.model.latent_dim=8",
+    "vae.model.depth=3",
+    "vae.batch_size=32",
+    "vae.images.per_grade=2",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "classifier.model.model_name=test_resnet",
+    "classifier.batch_size=32",
+    "rebalance.per_grade=4",
+    "seed=1",
+]
+
+
+def config(cache: Path, out: Path, *overrides: str):
+    """The composed root config: TINY (less its data size with data=aptos), the stage cache
+    and the run folder, then `overrides`."""
+    from hydra import compose, initialize_config_module
+
+    tiny = [o for o in TINY if "data=aptos" not in overrides or not o.startswith("data.n_")]
+    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[*tiny, f"paths.cache_dir={cache}", f"paths.output_dir={out}", *overrides],
+        )
+
+
+def write_aptos(root: Path, n: int = 12) -> Path:
+    """A tiny APTOS-layout dataset with distinct images."""
+    import csv
+
+    (root / "train_images").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    with (root / "train.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id_code", "diagnosis"])
+        for i in range(n):
+            image = rng.integers(30, 255, (40, 48, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "train_images" / f"img{i:03d}.png")
+            writer.writerow([f"img{i:03d}", i % 5])
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A preprocessed cache of 40 APTOS-layout images at SIZE pixels."""
+    from drvae.data.cache import build_cache
+    from drvae.data.preprocess import PreprocessConfig
+    from drvae.data.readers import read_dataset
+
+    root = tmp_path_factory.mktemp("rebalance")
+    records = read_dataset("aptos", write_aptos(root / "aptos", 40)).records
+    return build_cache(records, PreprocessConfig(size=SIZE), root / "cache", workers=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(tiny_cache):
+    from drvae.data.splits import make_splits
+
+    return make_splits(tiny_cache.records, seed=0)
+
+
+def real_counts(cache, splits) -> dict[int, int]:
+    from drvae.data.dataset import FundusDataModule
+
+    return FundusDataModule(cache, splits).dataset("train").per_grade()
+
+
+def synthetic_set(plan, seed: int = 0):
+    """A FixedSynthetic of random images (not in the cache), `plan.synthetic[g]` of grade g."""
+    from drvae.data.dataset import FixedSynthetic
+
+    grades = np.repeat(list(GRADES), [plan.synthetic[g] for g in GRADES])
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (len(grades), SIZE, SIZE, 3), dtype=np.uint8)
+    return FixedSynthetic(images, grades)
+
+
+def synthetic_images(results: dict) -> dict[str, str]:
+    """File -> SHA-256 of a run's synthetic set: its images and labels (not its times)."""
+    import json
+
+    folder = Path(results["stages"]["generate"]["path"])
+    sums = json.loads((folder / "checksums.json").read_text())
+    return {k: v["sha256"] for k, v in sums.items() if k.startswith("images/") or k == "labels.csv"}
+
+
+def images_uint8(n: int, size: int = SIZE, seed: int = 0):
+    """(n, 3, size, size) uint8 noise images, seeded."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
+
+
+def loader(n: int, seed: int, shuffle: bool = False):
+    """A DataLoader of `images_uint8(n, seed=seed)` graded 0, 1, 2, 3, 4, 0, ..., batches of 8."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    grades = torch.arange(n) % 5
+    return DataLoader(TensorDataset(images_uint8(n, seed=seed), grades), 8, shuffle=shuffle)
+
+
+# The test split of the report's fake jobs: the same grades in every job.
+TEST_GRADES = np.repeat(np.arange(5), [40, 20, 20, 10, 10])
+
+
+def metrics_of(predicted: np.ndarray) -> dict[str, float]:
+    """The test metrics of predictions of TEST_GRADES, as the classifier reports them."""
+    from drvae.report.stats import confusion_counts, confusion_metrics
+
+    counts = confusion_counts(TEST_GRADES, predicted, np.arange(len(TEST_GRADES))[None], 5)
+    return {name: float(v[0]) for name, v in confusion_metrics(counts).items()}
+
+
+def write_job(
+    folder: Path,
+    overrides: list[str],
+    qwk: float | None,
+    rebalance: dict[str, Any] | None = None,
+    predicted: np.ndarray | None = None,
+    synthetic: Path | None = None,
+) -> None:
+    """A finished job (qwk, or the metrics of `predicted` with its test_predictions.csv),
+    or with qwk None a job that left only Hydra's folder."""
+    import json
+
+    import torch
+
+    from drvae.run_folder import write_predictions
+
+    (folder / ".hydra").mkdir(parents=True)
+    if qwk is None and predicted is None:
+        return
+    seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
+    strategy = next((o.split("=")[1] for o in overrides if o.startswith("rebalance=")), "none")
+    rebalance = rebalance or {"methods": [strategy], "per_grade": 100}
+    job_config = {"seed": seed, "rebalance": rebalance, "data": {"image_size": 16}}
+    metrics = {"test/qwk": qwk, "test/recall_grade1": 0.5, "test/accuracy": 0.8}
+    grades = TEST_GRADES
+    if predicted is not None:
+        metrics = metrics_of(predicted)
+        probs = np.full((len(grades), 5), 0.1)
+        probs[np.arange(len(grades)), predicted] = 0.6
+        ids = [f"img{i}" for i in range(len(grades))]
+        write_predictions(
+            folder / "test_predictions.csv", ids, torch.tensor(probs), torch.tensor(grades)
+        )
+    matrix = np.zeros((5, 5), int)
+    np.add.at(matrix, (grades, grades if predicted is None else predicted), 1)
+    stages = {
+        "classifier": {"val_metrics": {"val/loss": 1.0 - qwk if qwk else 0.4, "val/accuracy": 0.7},
+                       "confusion_matrix": matrix.tolist()},
+        "generate": {"path": str(synthetic)} if synthetic else {"skipped": "no synthetic"},
+    }  # fmt: skip
+    counts = {"train_real": {"0": 10, "1": 2}, "train_synthetic": {"0": 0, "1": 8}}
+    results = {"overrides": overrides, "config": job_config, "metrics": metrics, "stages": stages}
+    (folder / "results.json").write_text(json.dumps({**results, "counts": counts}))
+
+
+# The real datasets, where present (README: Datasets); tests that need one are marked `data`.
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def real_dataset(name: str) -> Path:
+    """`DATA / name`, or the test is skipped (with the reason) when it is absent."""
+    root = DATA / name
+    if not root.is_dir():
+        pytest.skip(f"real dataset {root} not found (the datasets live in ../shared/data)")
+    return root

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_pipeline import TINY, config
+from conftest import TINY, config
 
 from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from drvae.metrics import audit
+from drvae.metrics import audit, latent
+from drvae.models import classifier_outputs as outputs
 from drvae.models.classifier import GradeClassifier
 from drvae.models.vae import to_unit
 
@@ -230,20 +231,20 @@ def classifier() -> GradeClassifier:
 
 def test_classifier_outputs(classifier: GradeClassifier) -> None:
     images = noise_images(7, 32)
-    features = audit.classifier_features(classifier, images, batch_size=3)
-    probabilities = audit.classifier_probabilities(classifier, images, batch_size=3)
+    features = outputs.classifier_features(classifier, images, batch_size=3)
+    probabilities = outputs.classifier_probabilities(classifier, images, batch_size=3)
     assert features.shape == (7, classifier.net.num_features) and features.dtype == torch.float32
     assert probabilities.shape == (7, 5)
     torch.testing.assert_close(probabilities.sum(dim=1), torch.ones(7))
     assert classifier.training  # its mode is restored
-    again = audit.classifier_outputs(classifier, images, batch_size=256)
+    again = outputs.classifier_outputs(classifier, images, batch_size=256)
     torch.testing.assert_close(again[0], features)
     torch.testing.assert_close(again[1], probabilities)
 
 
 def test_classifier_features_are_timm_pre_logits(classifier: GradeClassifier) -> None:
     images = noise_images(4, 32, seed=1)
-    features = audit.classifier_features(classifier, images)
+    features = outputs.classifier_features(classifier, images)
     x = to_unit(torch.from_numpy(images).permute(0, 3, 1, 2))
     x = (x - classifier.mean) / classifier.std
     net = classifier.net.eval()
@@ -258,16 +259,16 @@ def test_classifier_features_are_timm_pre_logits(classifier: GradeClassifier) ->
 
 def test_kl_per_dimension() -> None:
     zeros = torch.zeros(4, 3)
-    assert torch.equal(audit.kl_per_dimension(zeros, zeros), torch.zeros(3))
+    assert torch.equal(latent.kl_per_dimension(zeros, zeros), torch.zeros(3))
     mu = torch.tensor([[0.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
     logvar = torch.tensor([[0.0, 0.0, math.log(2)], [0.0, 0.0, math.log(2)]])
     expected = torch.tensor([1.0, 0.5, 0.5 * (1 - math.log(2))])  # mu^2/2 mean; sigma^2 = 2
-    torch.testing.assert_close(audit.kl_per_dimension(mu, logvar), expected)
+    torch.testing.assert_close(latent.kl_per_dimension(mu, logvar), expected)
 
 
 def test_active_units() -> None:
     mu = gaussian(500, 4) * torch.tensor([1.0, 0.5, 0.01, 0.0]) + 3  # variances 1, .25, 1e-4, 0
-    assert audit.active_units(mu, threshold=0.01) == 2
-    assert audit.active_units(mu, threshold=0.5) == 1
+    assert latent.active_units(mu, threshold=0.01) == 2
+    assert latent.active_units(mu, threshold=0.5) == 1
     with pytest.raises(ValueError, match="at least 2"):
-        audit.active_units(mu[:1], threshold=0.01)
+        latent.active_units(mu[:1], threshold=0.01)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_aptos  # tests/ is on sys.path
 from PIL import Image
 
 import drvae.data.cache as cache_module
@@ -16,20 +17,6 @@ from drvae.data.cache import build_cache, open_cache
 from drvae.data.preprocess import PreprocessConfig, load_preprocessed
 from drvae.data.readers import read_dataset
 from drvae.data.records import DataError
-
-
-def write_aptos(root: Path, n: int = 12) -> Path:
-    """A tiny APTOS-layout dataset with distinct images."""
-    (root / "train_images").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    with (root / "train.csv").open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id_code", "diagnosis"])
-        for i in range(n):
-            image = rng.integers(30, 255, (40, 48, 3), dtype=np.uint8)
-            Image.fromarray(image).save(root / "train_images" / f"img{i:03d}.png")
-            writer.writerow([f"img{i:03d}", i % 5])
-    return root
 
 
 @pytest.fixture

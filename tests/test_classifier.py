@@ -14,11 +14,10 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
-from conftest import quiet_trainer  # tests/ is on sys.path
+from conftest import GRADES, MODEL, SIZE, images_uint8, loader, quiet_trainer  # on sys.path
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 from sklearn import metrics as skm
-from torch.utils.data import DataLoader, TensorDataset
 
 from drvae.callbacks.confusion import COLUMNS, ConfusionMatrixLogger
 from drvae.metrics.grading import grading_metrics
@@ -28,15 +27,6 @@ from drvae.models.classifier import CHECKPOINT_KIND, GradeClassifier, Pretrained
 from drvae.models.classifier_loss import FocalLoss, make_loss
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-MODEL = "test_resnet"  # timm's smallest ResNet (~0.4 M parameters)
-SIZE = 32
-GRADES = range(5)
-
-
-def images_uint8(n: int, size: int = SIZE, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=generator)
 
 
 def random_probabilities(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,11 +292,6 @@ def test_class_weights_and_focal_loss_reach_the_criterion() -> None:
 # ------------------------------------------------------------------ fit, test, checkpoints
 
 
-def loader(n: int, seed: int, shuffle: bool = False) -> DataLoader:
-    grades = torch.arange(n) % 5
-    return DataLoader(TensorDataset(images_uint8(n, seed=seed), grades), 8, shuffle=shuffle)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """One epoch of a tiny classifier (from local pretrained weights), then its test."""
@@ -336,7 +321,11 @@ def test_fit_and_test_log_every_grading_metric(trained) -> None:
     tested = trained["tested"]
     assert KEYS | {"test/loss"} <= set(tested)
     assert all(np.isfinite(v) for v in tested.values())
-    assert 0 <= tested["test/accuracy"] <= 1
+    # the logged recalls are the confusion matrix's rows (every grade is in the test split)
+    matrix = trained["model"].last_confusion["test"].double()
+    recall = (matrix.diagonal() / matrix.sum(dim=1)).tolist()
+    assert [tested[f"test/recall_grade{g}"] for g in GRADES] == pytest.approx(recall, abs=1e-6)
+    assert tested["test/balanced_accuracy"] == pytest.approx(np.mean(recall), abs=1e-6)
 
 
 def test_confusion_matrix_counts_every_test_image(trained) -> None:

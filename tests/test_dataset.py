@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from test_cache import write_aptos  # tests/ is on sys.path (rootdir-relative imports)
+from conftest import write_aptos  # tests/ is on sys.path
 
 from drvae.data.cache import build_cache
 from drvae.data.dataset import FundusDataModule, ImageArray, worker_context

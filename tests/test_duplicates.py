@@ -12,10 +12,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from drvae.config import plain
 from drvae.data.cli import main
 from drvae.data.duplicates import ImageHashes, duplicate_groups, pixel_hashes
 from drvae.pipeline.data import prepare_data
-from drvae.pipeline.store import StageStore, config_key, plain
+from drvae.pipeline.store import StageStore, config_key
 
 N_DISTINCT = 24
 
@@ -127,7 +128,7 @@ def data_config(root: Path, cache: Path, *overrides: str):
                 "data=csv",
                 f"data.root={root}",
                 "data.image_size=32",
-                "data.workers=1",
+                "data.decode_workers=1",
                 f"paths.cache_dir={cache}",
                 *(f"++{o}" for o in options),
                 *overrides,

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pipeline import config  # tests/ is on sys.path
-from test_report import GRADES, metrics_of, write_job
+from conftest import TEST_GRADES, config, metrics_of, write_job  # tests/ is on sys.path
 
 from drvae.data.simulator import simulate_dataset
 from drvae.errors import ConfigError
 from drvae.pipeline.data import prepare_data
-from drvae.pipeline.predictions import PREDICTIONS, external_predictions, write_predictions
 from drvae.pipeline.run import run
 from drvae.pipeline.store import StageStore
 from drvae.report.table import compare, csv_rows, report
+from drvae.run_folder import PREDICTIONS, external_predictions, write_predictions
 from drvae.tracking import summary
 
 N_EXTERNAL, N_COPIES = 40, 6
@@ -66,9 +65,15 @@ def test_external_metrics_have_the_test_keys(sets: dict) -> None:
     results = sets["with"]
     scored = results["external"]["ext"]
     assert set(scored["metrics"]) == set(results["metrics"])
-    assert 0 <= scored["metrics"]["test/accuracy"] <= 1
     assert sum(scored["per_grade"].values()) == scored["n_images"]
-    assert np.array(scored["confusion_matrix"]).sum() == scored["n_images"]
+    matrix = np.array(scored["confusion_matrix"])
+    assert matrix.sum() == scored["n_images"]
+    rows = {int(g): n for g, n in scored["per_grade"].items()}  # each image in its grade's row
+    assert matrix.sum(axis=1).tolist() == [rows.get(g, 0) for g in range(5)]
+    present = matrix.sum(axis=1) > 0
+    recall = np.diag(matrix)[present] / matrix.sum(axis=1)[present]
+    balanced = scored["metrics"]["test/balanced_accuracy"]
+    assert balanced == pytest.approx(recall.mean(), abs=1e-4)  # metrics: 4 places
 
 
 def test_the_stored_classifier_is_reused_with_or_without_test_sets(sets: dict) -> None:
@@ -117,13 +122,13 @@ def test_a_test_set_without_a_source_is_refused(tmp_path: Path) -> None:
 
 def _external_block(folder: Path, predicted: np.ndarray) -> None:
     """Add an external set `ext` (the same images as the test split) to a written job."""
-    probs = np.full((len(GRADES), 5), 0.1)
-    probs[np.arange(len(GRADES)), predicted] = 0.6
-    ids = [f"ext{i}" for i in range(len(GRADES))]
+    probs = np.full((len(TEST_GRADES), 5), 0.1)
+    probs[np.arange(len(TEST_GRADES)), predicted] = 0.6
+    ids = [f"ext{i}" for i in range(len(TEST_GRADES))]
     path = folder / external_predictions("ext")
-    write_predictions(path, ids, torch.tensor(probs), torch.tensor(GRADES))
+    write_predictions(path, ids, torch.tensor(probs), torch.tensor(TEST_GRADES))
     results = json.loads((folder / "results.json").read_text())
-    results["external"] = {"ext": {"metrics": metrics_of(predicted), "n_images": len(GRADES)}}
+    results["external"] = {"ext": {"metrics": metrics_of(predicted), "n_images": len(TEST_GRADES)}}
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -132,9 +137,9 @@ def test_the_report_has_a_table_per_external_set(tmp_path: Path) -> None:
     for job, strategy in enumerate(["none", "oversample"]):
         for seed in range(2):
             folder = tmp_path / f"{job * 2 + seed}"
-            predicted = np.where(rng.random(len(GRADES)) < 0.7, GRADES, 0)
+            predicted = np.where(rng.random(len(TEST_GRADES)) < 0.7, TEST_GRADES, 0)
             write_job(folder, [f"rebalance={strategy}", f"seed={seed}"], None, None, predicted)
-            worse = np.where(rng.random(len(GRADES)) < (0.3 if job else 0.7), GRADES, 0)
+            worse = np.where(rng.random(len(TEST_GRADES)) < (0.3 if job else 0.7), TEST_GRADES, 0)
             _external_block(folder, worse)
     found = compare(tmp_path, replicates=200)
     seen = found.external["ext"]

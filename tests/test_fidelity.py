@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pipeline import config
+from conftest import config
 
 from drvae.metrics.fidelity import DEGRADATIONS, degrade, judge_limits
 from drvae.pipeline.fidelity_stage import measure, measure_judge

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import config
+from conftest import config
 
 from drvae.pipeline.run import run
 

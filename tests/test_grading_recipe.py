@@ -11,9 +11,8 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import quiet_trainer  # tests/ is on sys.path
+from conftest import MODEL, SIZE, images_uint8, loader, quiet_trainer  # tests/ on sys.path
 from sklearn.metrics import cohen_kappa_score
-from test_classifier import MODEL, SIZE, images_uint8, loader
 
 from drvae.callbacks.ema import WarmupEMA, warmup_ema
 from drvae.data.dataset import EpochBalanced, balance_power, dataset_grades
@@ -267,7 +266,7 @@ def test_the_dr_recipe_runs_end_to_end_and_grades_with_its_thresholds(tmp_path: 
     the checkpoint it keeps, and every piece is in the stage's key."""
     import csv
 
-    from test_pipeline import config
+    from conftest import config
 
     from drvae.pipeline.run import run
 
@@ -361,7 +360,7 @@ def test_mixup_is_refused_where_there_are_no_soft_labels() -> None:
 
 
 def test_a_balance_schedule_without_a_last_epoch_is_refused_before_any_work(tmp_path: Path) -> None:
-    from test_pipeline import config
+    from conftest import config
 
     from drvae.errors import ConfigError
     from drvae.pipeline.run import run

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_pipeline import config
+from conftest import config
 
 from drvae import integrity
 from drvae.atomic import build_once

@@ -10,7 +10,7 @@ from unittest.mock import ANY
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
+from conftest import TINY, config  # tests/ is on sys.path
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -25,32 +25,6 @@ from drvae.pipeline.run import run, source_commit
 from drvae.pipeline.sampler_stage import FittedSampler
 from drvae.pipeline.store import StageResult
 from drvae.pipeline.synthetic_sources import DecoderSynthetic
-
-TINY = [
-    "data.n_images=300",
-    "data.image_size=32",
-    "data.workers=1",
-    "vae.model.width=8",
-    "vae.model.latent_dim=8",
-    "vae.model.depth=3",
-    "vae.batch_size=32",
-    "vae.images.per_grade=2",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "classifier.model.model_name=test_resnet",
-    "classifier.batch_size=32",
-    "rebalance.per_grade=4",
-    "seed=1",
-]
-
-
-def config(cache: Path, out: Path, *overrides: str):
-    tiny = [o for o in TINY if "data=aptos" not in overrides or not o.startswith("data.n_")]
-    with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[*tiny, f"paths.cache_dir={cache}", f"paths.output_dir={out}", *overrides],
-        )
 
 
 @pytest.fixture(scope="module")
@@ -486,12 +460,6 @@ def test_synthetic_images_for_a_grade_without_training_images_are_refused(
     with pytest.raises(ConfigError, match=r"grade\(s\) \[4\], which have no training images"):
         run(config(cache, tmp_path / "out", fractions))
     assert not (cache / "vae").exists()  # refused before any training
-
-
-def test_fast_dev_run_of_the_whole_pipeline(tmp_path: Path) -> None:
-    result = run(config(tmp_path / "cache", tmp_path / "out", "trainer.fast_dev_run=true"))
-    assert set(result["stages"]) == {"vae", "generate", "classifier", "audit_reference", "fidelity"}
-    assert "test/qwk" in result["metrics"]
 
 
 def test_the_classifier_key_follows_the_pretrained_file_content(tmp_path: Path) -> None:

@@ -11,19 +11,11 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import real_dataset  # tests/ is on sys.path
 
 from drvae.data.cli import main
 
 pytestmark = pytest.mark.data
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def dataset(name: str) -> Path:
-    root = DATA / name
-    if not root.is_dir():
-        pytest.skip(f"real dataset {root} not found (the datasets live in ../shared/data)")
-    return root
 
 
 def inspect(source: str, root: Path, capsys) -> dict:
@@ -39,7 +31,7 @@ def grades(*counts: int) -> dict[str, int]:
 
 
 def test_aptos2019(capsys) -> None:
-    summary = inspect("aptos", dataset("aptos2019"), capsys)
+    summary = inspect("aptos", real_dataset("aptos2019"), capsys)
     assert summary["n_images"] == 3662
     assert summary["per_grade"] == grades(1805, 370, 999, 193, 295)
     assert summary["n_patients"] == 3662  # APTOS has no patient ids
@@ -47,7 +39,7 @@ def test_aptos2019(capsys) -> None:
 
 
 def test_eyepacs64(capsys) -> None:
-    root = dataset("eyepacs64")
+    root = real_dataset("eyepacs64")
     summary = inspect("eyepacs", root, capsys)
     assert summary["n_images"] == 5000
     assert summary["per_grade"] == grades(3707, 347, 726, 126, 94)
@@ -59,7 +51,7 @@ def test_eyepacs64(capsys) -> None:
 
 
 def test_retinamnist(capsys) -> None:
-    summary = inspect("retinamnist", dataset("retinamnist"), capsys)
+    summary = inspect("retinamnist", real_dataset("retinamnist"), capsys)
     assert summary["n_images"] == 1600
     assert summary["official_splits"] == {"train": 1080, "val": 120, "test": 400}
     assert summary["per_grade"] == grades(714, 186, 326, 282, 92)
@@ -72,7 +64,7 @@ def test_eyepacs64_cache_and_patient_grouped_splits(tmp_path: Path) -> None:
     from drvae.data.readers import read_dataset
     from drvae.data.splits import make_splits
 
-    records = read_dataset("eyepacs", dataset("eyepacs64")).records
+    records = read_dataset("eyepacs", real_dataset("eyepacs64")).records
     cached = build_cache(records, PreprocessConfig(size=64), tmp_path, workers=2)
     assert cached.images.shape == (5000, 64, 64, 3)
     corners = cached.images[:, [0, 0, -1, -1], [0, -1, 0, -1]]  # (N, 4, 3)
@@ -94,7 +86,7 @@ def test_pipeline_on_real_eyepacs(tmp_path: Path) -> None:
     from drvae.data.readers import read_dataset
     from drvae.pipeline.run import run
 
-    root = dataset("eyepacs64")
+    root = real_dataset("eyepacs64")
     overrides = [
         "data=eyepacs", f"data.root={root}", "data.image_size=32", "vae.model.depth=3",
         "vae.model.width=8", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
@@ -111,7 +103,8 @@ def test_pipeline_on_real_eyepacs(tmp_path: Path) -> None:
     assert len(synthetic.records) == 15 and all(r.synthetic for r in synthetic.records)
     assert results["counts"]["test"] == counts["test"]  # real test images, untouched
     assert results["counts"]["train_synthetic"] == dict.fromkeys(range(5), 3)
-    assert 0 <= results["metrics"]["test/balanced_accuracy"] <= 1
+    matrix = results["stages"]["classifier"]["confusion_matrix"]  # every test image, once
+    assert [sum(row) for row in matrix] == [counts["test"][g] for g in range(5)]
 
 
 @pytest.mark.slow
@@ -123,7 +116,7 @@ def test_paper_replication_composes_on_real_aptos(tmp_path: Path) -> None:
     from drvae.pipeline.run import run
 
     overrides = [
-        "experiment=paper_replication", f"data.root={dataset('aptos2019')}",
+        "experiment=paper_replication", f"data.root={real_dataset('aptos2019')}",
         "++trainer.fast_dev_run=true", "trainer.enable_progress_bar=false",
         f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={tmp_path / 'run'}",
     ]  # fmt: skip

@@ -9,15 +9,12 @@ import albumentations as A
 import numpy as np
 import pytest
 import torch
+from conftest import GRADES, real_counts, synthetic_set  # tests/ is on sys.path
 from imblearn.utils import check_sampling_strategy
 from sklearn.utils.class_weight import compute_class_weight
-from test_cache import write_aptos  # tests/ is on sys.path (rootdir-relative imports)
 from torch.utils.data import ConcatDataset
 
-from drvae.data.cache import build_cache
-from drvae.data.dataset import FixedSynthetic, FundusDataModule, ImageArray
-from drvae.data.preprocess import PreprocessConfig
-from drvae.data.readers import read_dataset
+from drvae.data.dataset import FundusDataModule, ImageArray
 from drvae.data.rebalance import (
     IMBLEARN_STRATEGIES,
     RebalancePlan,
@@ -25,12 +22,10 @@ from drvae.data.rebalance import (
     checked_methods,
     oversample_indices,
 )
-from drvae.data.splits import make_splits
 from drvae.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-GRADES = range(5)
 REAL = {0: 50, 1: 7, 2: 20, 3: 4, 4: 9}  # imbalanced, like every DR dataset
 ZERO = dict.fromkeys(GRADES, 0)
 
@@ -277,63 +272,37 @@ def test_a_fractional_grade_key_is_refused() -> None:
 
 # ------------------------------------------------------------------ the DataModule
 
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("rebalance")
-    records = read_dataset("aptos", write_aptos(root / "aptos", 40)).records
-    return build_cache(records, PreprocessConfig(size=SIZE), root / "cache", workers=1)
-
-
-@pytest.fixture(scope="module")
-def splits(cache):
-    return make_splits(cache.records, seed=0)
-
 
 def grade_counts(dataset) -> dict[int, int]:
     grades = [int(grade) for _, grade in dataset]
     return {g: grades.count(g) for g in GRADES}
 
 
-def synthetic_set(plan: RebalancePlan, seed: int = 0) -> FixedSynthetic:
-    """Random images (not in the cache), `plan.synthetic[g]` of grade g."""
-    grades = np.repeat(list(GRADES), [plan.synthetic[g] for g in GRADES])
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (len(grades), SIZE, SIZE, 3), dtype=np.uint8)
-    return FixedSynthetic(images, grades)
-
-
 def pixels(image: torch.Tensor) -> bytes:
     return image.permute(1, 2, 0).numpy().tobytes()  # (S, S, 3), as the cache holds it
 
 
-def real_counts(cache, splits) -> dict[int, int]:
-    return FundusDataModule(cache, splits).dataset("train").per_grade()
-
-
-def test_oversampled_training_split_has_the_planned_counts(cache, splits) -> None:
-    real = real_counts(cache, splits)
+def test_oversampled_training_split_has_the_planned_counts(tiny_cache, tiny_splits) -> None:
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(["oversample"], {1: 3, 3: 6, 4: 1}, "added", real)
-    dm = FundusDataModule(cache, splits, batch_size=8, plan=plan, seed=5)
+    dm = FundusDataModule(tiny_cache, tiny_splits, batch_size=8, plan=plan, seed=5)
     train = dm.train_dataset()
     assert isinstance(train, ImageArray)  # no synthetic source: real images only
     assert grade_counts(train) == plan.total
-    n = len(splits.train)
-    assert np.array_equal(train.indices[:n], splits.train)  # every real image once
-    assert set(train.indices[n:].tolist()) <= set(splits.train.tolist())  # plus duplicates
+    n = len(tiny_splits.train)
+    assert np.array_equal(train.indices[:n], tiny_splits.train)  # every real image once
+    assert set(train.indices[n:].tolist()) <= set(tiny_splits.train.tolist())  # plus duplicates
     assert np.array_equal(dm.train_dataset().indices, train.indices)  # seeded
     seen = {pixels(image) for image, _ in train}
-    allowed = {cache.images[i].tobytes() for i in splits.train}
+    allowed = {tiny_cache.images[i].tobytes() for i in tiny_splits.train}
     assert seen <= allowed
 
 
-def test_synthetic_images_join_training_only(cache, splits) -> None:
-    real = real_counts(cache, splits)
+def test_synthetic_images_join_training_only(tiny_cache, tiny_splits) -> None:
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(["synthetic", "class_weight"], {0: 2, 2: 5, 4: 3}, "added", real)
     source = synthetic_set(plan)
-    dm = FundusDataModule(cache, splits, batch_size=8, plan=plan, synthetic=source)
+    dm = FundusDataModule(tiny_cache, tiny_splits, batch_size=8, plan=plan, synthetic=source)
     train = dm.train_dataset()
     assert isinstance(train, ConcatDataset)
     assert len(train) == sum(plan.total.values())
@@ -347,14 +316,14 @@ def test_synthetic_images_join_training_only(cache, splits) -> None:
 
 
 @pytest.mark.parametrize("methods", [["oversample"], ["synthetic"]])
-def test_val_and_test_hold_exactly_their_real_images(cache, splits, methods) -> None:
+def test_val_and_test_hold_exactly_their_real_images(tiny_cache, tiny_splits, methods) -> None:
     """No synthetic or oversampled image ever reaches validation or test."""
-    real = real_counts(cache, splits)
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(methods, 4, "added", real)
     source = synthetic_set(plan) if "synthetic" in methods else None
-    dm = FundusDataModule(cache, splits, batch_size=4, plan=plan, synthetic=source)
+    dm = FundusDataModule(tiny_cache, tiny_splits, batch_size=4, plan=plan, synthetic=source)
     for split in ("val", "test"):
-        expected = getattr(splits, split)
+        expected = getattr(tiny_splits, split)
         dataset = dm.dataset(split)
         assert np.array_equal(dataset.indices, expected)
         assert len(np.unique(dataset.indices)) == len(expected)
@@ -362,45 +331,50 @@ def test_val_and_test_hold_exactly_their_real_images(cache, splits, methods) -> 
         images = torch.cat([batch[0] for batch in loader])
         grades = torch.cat([batch[1] for batch in loader])
         assert images.dtype == torch.uint8
-        assert np.array_equal(images.permute(0, 2, 3, 1).numpy(), cache.images[expected])
-        assert grades.tolist() == cache.grades[expected].tolist()
-    assert not set(splits.train) & (set(splits.val) | set(splits.test))
+        assert np.array_equal(images.permute(0, 2, 3, 1).numpy(), tiny_cache.images[expected])
+        assert grades.tolist() == tiny_cache.grades[expected].tolist()
+    assert not set(tiny_splits.train) & (set(tiny_splits.val) | set(tiny_splits.test))
 
 
-def test_augmentation_reaches_every_training_image_but_not_val_or_test(cache, splits) -> None:
-    real = real_counts(cache, splits)
+def test_augmentation_reaches_every_training_image_but_not_val_or_test(
+    tiny_cache, tiny_splits
+) -> None:
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(["synthetic"], {1: 2, 3: 3}, "added", real)
     source = synthetic_set(plan)
     flip = A.HorizontalFlip(p=1.0)
-    dm = FundusDataModule(cache, splits, plan=plan, synthetic=source, augment=flip)
+    dm = FundusDataModule(tiny_cache, tiny_splits, plan=plan, synthetic=source, augment=flip)
     train = dm.train_dataset()
-    n = len(splits.train)
-    expected = [cache.images[i] for i in splits.train] + list(source.images)
+    n = len(tiny_splits.train)
+    expected = [tiny_cache.images[i] for i in tiny_splits.train] + list(source.images)
     assert len(train) == len(expected)
     for (image, _), original in zip(train, expected, strict=True):
         assert not np.array_equal(original, original[:, ::-1])  # a flip is visible
         assert np.array_equal(image.permute(1, 2, 0).numpy(), original[:, ::-1])
     assert len(train) - n == 5
     for split in ("val", "test"):
-        for (image, _), i in zip(dm.dataset(split), getattr(splits, split), strict=True):
-            assert np.array_equal(image.permute(1, 2, 0).numpy(), cache.images[i])
+        for (image, _), i in zip(dm.dataset(split), getattr(tiny_splits, split), strict=True):
+            assert np.array_equal(image.permute(1, 2, 0).numpy(), tiny_cache.images[i])
 
 
-def test_a_plan_with_synthetic_images_needs_a_source(cache, splits) -> None:
-    real = real_counts(cache, splits)
+def test_a_plan_with_synthetic_images_needs_a_source(tiny_cache, tiny_splits) -> None:
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(["synthetic"], 2, "added", real)
     with pytest.raises(ValueError, match="adds synthetic images, but no source was given"):
-        FundusDataModule(cache, splits, plan=plan)
+        FundusDataModule(tiny_cache, tiny_splits, plan=plan)
     # a plan that adds none needs none
     nothing = RebalancePlan.make(["synthetic"], 0, "added", real)
-    assert grade_counts(FundusDataModule(cache, splits, plan=nothing).train_dataset()) == real
+    assert (
+        grade_counts(FundusDataModule(tiny_cache, tiny_splits, plan=nothing).train_dataset())
+        == real
+    )
 
 
-def test_class_weight_only_leaves_the_training_split_real(cache, splits) -> None:
-    real = real_counts(cache, splits)
+def test_class_weight_only_leaves_the_training_split_real(tiny_cache, tiny_splits) -> None:
+    real = real_counts(tiny_cache, tiny_splits)
     plan = RebalancePlan.make(["class_weight"], 50, "added", real)
-    train = FundusDataModule(cache, splits, plan=plan).train_dataset()
-    assert np.array_equal(train.indices, splits.train)
+    train = FundusDataModule(tiny_cache, tiny_splits, plan=plan).train_dataset()
+    assert np.array_equal(train.indices, tiny_splits.train)
     assert grade_counts(train) == real == plan.total
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from test_pipeline import TINY, config
-from test_resume import synthetic_images
+from conftest import TINY, config, synthetic_images
 
 from drvae.callbacks import TrainingDiverged
 from drvae.models.checkpoints import CheckpointError, read_checkpoint

@@ -5,73 +5,23 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from conftest import TEST_GRADES, metrics_of, write_job  # tests/ is on sys.path
 from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, recall_score
 
 from drvae.data.synthetic import write_synthetic_set
-from drvae.pipeline.predictions import write_predictions
 from drvae.report.collect import NothingToReport, collect, job_labels, settings
 from drvae.report.hydra_callback import PrintComparison
 from drvae.report.stats import (
     Bootstrap,
-    confusion_counts,
-    confusion_metrics,
     deltas,
     find_baseline,
 )
 from drvae.report.table import compare, main, report, write_report
-
-GRADES = np.repeat(np.arange(5), [40, 20, 20, 10, 10])  # the test split, the same every job
-
-
-def metrics_of(predicted: np.ndarray) -> dict[str, float]:
-    """The test metrics of predictions of GRADES, as the classifier reports them."""
-    counts = confusion_counts(GRADES, predicted, np.arange(len(GRADES))[None], 5)
-    return {name: float(v[0]) for name, v in confusion_metrics(counts).items()}
-
-
-def write_job(
-    folder: Path,
-    overrides: list[str],
-    qwk: float | None,
-    rebalance: dict[str, Any] | None = None,
-    predicted: np.ndarray | None = None,
-    synthetic: Path | None = None,
-) -> None:
-    """A finished job (qwk, or the metrics of `predicted` with its test_predictions.csv),
-    or with qwk None a job that left only Hydra's folder."""
-    (folder / ".hydra").mkdir(parents=True)
-    if qwk is None and predicted is None:
-        return
-    seed = int(next(o for o in overrides if o.startswith("seed=")).split("=")[1])
-    strategy = next((o.split("=")[1] for o in overrides if o.startswith("rebalance=")), "none")
-    rebalance = rebalance or {"methods": [strategy], "per_grade": 100}
-    config = {"seed": seed, "rebalance": rebalance, "data": {"image_size": 16}}
-    metrics = {"test/qwk": qwk, "test/recall_grade1": 0.5, "test/accuracy": 0.8}
-    if predicted is not None:
-        metrics = metrics_of(predicted)
-        probs = np.full((len(GRADES), 5), 0.1)
-        probs[np.arange(len(GRADES)), predicted] = 0.6
-        ids = [f"img{i}" for i in range(len(GRADES))]
-        write_predictions(
-            folder / "test_predictions.csv", ids, torch.tensor(probs), torch.tensor(GRADES)
-        )
-    matrix = np.zeros((5, 5), int)
-    np.add.at(matrix, (GRADES, GRADES if predicted is None else predicted), 1)
-    stages = {
-        "classifier": {"val_metrics": {"val/loss": 1.0 - qwk if qwk else 0.4, "val/accuracy": 0.7},
-                       "confusion_matrix": matrix.tolist()},
-        "generate": {"path": str(synthetic)} if synthetic else {"skipped": "no synthetic"},
-    }  # fmt: skip
-    counts = {"train_real": {"0": 10, "1": 2}, "train_synthetic": {"0": 0, "1": 8}}
-    results = {"overrides": overrides, "config": config, "metrics": metrics, "stages": stages}
-    (folder / "results.json").write_text(json.dumps({**results, "counts": counts}))
 
 
 def write_failed(folder: Path, error: str) -> None:
@@ -99,8 +49,8 @@ def count_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_set(tmp_path / "set", images, np.repeat(np.arange(5), 3), {})
     rng = np.random.default_rng(1)
     for i, (count, seed) in enumerate((c, s) for c in (0, 100, "not majority") for s in (0, 1)):
-        wrong = rng.random(len(GRADES)) < 0.3
-        predicted = np.where(wrong, rng.integers(0, 5, len(GRADES)), GRADES)
+        wrong = rng.random(len(TEST_GRADES)) < 0.3
+        predicted = np.where(wrong, rng.integers(0, 5, len(TEST_GRADES)), TEST_GRADES)
         write_job(
             tmp_path / "sweep" / str(i),
             ["experiment=ablate_synthetic_counts", f"rebalance.per_grade={count}", f"seed={seed}"],
@@ -172,16 +122,18 @@ def test_a_setting_that_adds_nothing_is_the_baseline(sweep: Path, count_sweep: P
 
 def test_metrics_from_confusion_counts_are_scikit_learns() -> None:
     rng = np.random.default_rng(2)
-    predicted = np.where(rng.random(len(GRADES)) < 0.4, rng.integers(0, 5, len(GRADES)), GRADES)
+    predicted = np.where(
+        rng.random(len(TEST_GRADES)) < 0.4, rng.integers(0, 5, len(TEST_GRADES)), TEST_GRADES
+    )
     ours = metrics_of(predicted)
     assert ours["test/qwk"] == pytest.approx(
-        cohen_kappa_score(GRADES, predicted, weights="quadratic")
+        cohen_kappa_score(TEST_GRADES, predicted, weights="quadratic")
     )
-    assert ours["test/macro_f1"] == pytest.approx(f1_score(GRADES, predicted, average="macro"))
+    assert ours["test/macro_f1"] == pytest.approx(f1_score(TEST_GRADES, predicted, average="macro"))
     assert ours["test/balanced_accuracy"] == pytest.approx(
-        balanced_accuracy_score(GRADES, predicted)
+        balanced_accuracy_score(TEST_GRADES, predicted)
     )
-    recalls = recall_score(GRADES, predicted, average=None)
+    recalls = recall_score(TEST_GRADES, predicted, average=None)
     assert [ours[f"test/recall_grade{g}"] for g in range(5)] == pytest.approx(recalls)
 
 
@@ -198,19 +150,19 @@ def paired_sweep(tmp_path: Path, better: np.ndarray, base: np.ndarray, csv_too: 
 
 
 def test_identical_predictions_differ_by_zero_with_a_zero_interval(tmp_path: Path) -> None:
-    found, why = paired_sweep(tmp_path, (GRADES + 1) % 5, (GRADES + 1) % 5)
+    found, why = paired_sweep(tmp_path, (TEST_GRADES + 1) % 5, (TEST_GRADES + 1) % 5)
     d = found["test/qwk"]
     assert why is None and (d.delta, d.low, d.high) == (0, 0, 0) and not d.excludes_zero
 
 
 def test_a_setting_better_on_every_image_has_an_interval_above_zero(tmp_path: Path) -> None:
-    found, why = paired_sweep(tmp_path, GRADES, np.clip(GRADES + 1, 0, 4))
+    found, why = paired_sweep(tmp_path, TEST_GRADES, np.clip(TEST_GRADES + 1, 0, 4))
     d = found["test/qwk"]
     assert why is None and d.delta > 0 and d.low > 0 and d.excludes_zero
 
 
 def test_no_interval_without_the_predictions(tmp_path: Path) -> None:
-    found, why = paired_sweep(tmp_path, GRADES, np.clip(GRADES + 1, 0, 4), csv_too=False)
+    found, why = paired_sweep(tmp_path, TEST_GRADES, np.clip(TEST_GRADES + 1, 0, 4), csv_too=False)
     assert found["test/qwk"].delta > 0 and found["test/qwk"].low is None
     assert "no test_predictions.csv in" in why
     text, _ = write_report(tmp_path, 50)
@@ -307,7 +259,7 @@ def test_a_baseline_chosen_by_label_compares_settings_that_all_add_nothing(
     the other gets its paired interval (better on every image: above zero)."""
     for seed in (0, 1):
         for i, (grader, predicted) in enumerate(
-            (("resnet10t", np.clip(GRADES + 1, 0, 4)), ("dr_recipe", GRADES))
+            (("resnet10t", np.clip(TEST_GRADES + 1, 0, 4)), ("dr_recipe", TEST_GRADES))
         ):
             overrides = [f"classifier={grader}", "rebalance=none", f"seed={seed}"]
             write_job(tmp_path / f"{seed}{i}", overrides, None, predicted=predicted)

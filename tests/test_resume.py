@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline import TINY
+from conftest import TINY, synthetic_images  # tests/ is on sys.path
 
 # Long enough that the poll below sees the first checkpoint before the job ends.
 EPOCHS = "trainer.max_epochs=5"
@@ -81,10 +81,3 @@ def test_a_killed_generation_leaves_no_set_and_is_redone(tmp_path: Path) -> None
     assert not list(cache.glob("generate/*.tmp-*"))  # the killed build's leftovers are gone
     whole = finish(tmp_path / "cache-whole", tmp_path / "whole", *overrides)
     assert synthetic_images(resumed) == synthetic_images(whole)
-
-
-def synthetic_images(results: dict) -> dict[str, str]:
-    """File -> SHA-256 of a run's synthetic set: its images and labels (not its times)."""
-    folder = Path(results["stages"]["generate"]["path"])
-    sums = json.loads((folder / "checksums.json").read_text())
-    return {k: v["sha256"] for k, v in sums.items() if k.startswith("images/") or k == "labels.csv"}

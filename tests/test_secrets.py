@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TINY  # tests/ is on sys.path
 
 from drvae.secrets import REDACTED, redact, redact_hydra_files
 
@@ -68,8 +69,6 @@ def test_no_secret_reaches_the_run_folder(tmp_path: Path, multirun: bool) -> Non
     with CSV and (offline) W&B loggers, a secret pulled into the config from the environment,
     one typed on the command line and one under a plain key: no file of the run folder, and
     no line of its output, holds any of them."""
-    from test_pipeline import TINY  # here: it imports torch, which the tests above never need
-
     folder = tmp_path / "run"
     run_dir = folder / "0" if multirun else folder
     mode = ["-m", f"hydra.sweep.dir={folder}"] if multirun else [f"hydra.run.dir={folder}"]

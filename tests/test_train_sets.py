@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pipeline import config  # tests/ is on sys.path
+from conftest import config, real_dataset  # tests/ is on sys.path
 
 from drvae.data.simulator import simulate_dataset
 from drvae.errors import ConfigError
@@ -110,9 +110,8 @@ def test_a_training_set_without_a_source_is_refused(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_eyepacs128_joins_eyepacs64_training_without_its_held_out_patients(tmp_path: Path) -> None:
     from hydra import compose, initialize_config_module
-    from test_real_data import dataset
 
-    small, large = dataset("eyepacs64"), dataset("eyepacs128")
+    small, large = real_dataset("eyepacs64"), real_dataset("eyepacs128")
     common = ["data=eyepacs", f"data.root={small}", "data.image_size=32"]
     added = ["+train_sets.more.source=eyepacs", f"+train_sets.more.root={large}"]
     with initialize_config_module(config_module="drvae.conf", version_base="1.3"):

@@ -14,6 +14,7 @@ from conftest import quiet_trainer  # tests/ is on sys.path
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from drvae.metrics.latent import gaussian_kl
 from drvae.models.checkpoints import CheckpointError, check_vae_fits, load_vae
 from drvae.models.components.conditioning import LabelCode
 from drvae.models.components.conv_vae import LOGVAR_RANGE, Decoder, Encoder, make_norm
@@ -21,7 +22,6 @@ from drvae.models.components.hierarchical_vae import gaussian_kl_between
 from drvae.models.vae import CHECKPOINT_KIND, ConditionalVAE
 from drvae.models.vae_loss import (
     beta_at,
-    gaussian_kl,
     kl_with_free_bits,
     reconstruction_floor,
     reconstruction_loss,

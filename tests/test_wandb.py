@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("wandb")
 
-from test_pipeline import TINY
+from conftest import TINY
 
 BLOCK, HEADER = 32768, 7  # wandb-core's LevelDB-style log: 32 KiB blocks, 7-byte headers
 WHOLE, LAST = 1, 4  # chunk types ending a record (FIRST and MIDDLE continue it)

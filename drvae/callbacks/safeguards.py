@@ -30,7 +30,7 @@ class StopOnNonFiniteLoss(L.Callback):
                 f"{self.label}: the training loss is {loss.item()} at epoch "
                 f"{trainer.current_epoch}, step {trainer.global_step}; training stopped and "
                 f"nothing after this step was kept. Lower the learning rate, clip gradients "
-                f"(+{self.stage}.trainer.gradient_clip_val=1.0) or check the data"
+                f"({self.stage}.trainer.gradient_clip_val=1.0) or check the data"
             )
 
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from drvae.data.dataset import FixedSynthetic
 from drvae.data.records import NUM_GRADES, DataError
 
 MANIFEST = "manifest.json"
@@ -63,3 +64,29 @@ def read_manifest(root: Path) -> dict[str, Any]:
             "a generation that was interrupted is never used"
         )
     return json.loads(path.read_text())
+
+
+def read_synthetic_images(
+    folder: Path, counts: Mapping[int, int], image_size: int
+) -> FixedSynthetic:
+    """The first `counts[g]` images of each grade of a written set.
+
+    Generation is prefix-stable per grade, so these are exactly the images a set of that
+    size would hold: one large set serves a sweep over smaller counts.
+    """
+    available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items()}
+    short = {g: (n, available.get(g, 0)) for g, n in counts.items() if n > available.get(g, 0)}
+    if short:
+        raise DataError(f"{folder}: (wanted, available) images per grade {short}")
+    images, grades = [], []
+    for grade, n in counts.items():
+        for i in range(n):
+            path = folder / "images" / f"{synthetic_id(grade, i)}.png"
+            image = np.asarray(Image.open(path).convert("RGB"))  # (S, S, 3) uint8
+            if image.shape[:2] != (image_size, image_size):
+                raise DataError(f"{path}: {image.shape[1]} px, expected {image_size} px")
+            images.append(image)
+            grades.append(grade)
+    if not images:
+        return FixedSynthetic(np.empty((0, image_size, image_size, 3), np.uint8), np.empty(0))
+    return FixedSynthetic(np.stack(images), np.asarray(grades, dtype=np.int64))

@@ -1,4 +1,4 @@
-"""Synthetic-image audit metrics: fidelity, diversity, memorisation, latent use, grade fidelity.
+"""Synthetic-image audit metrics: fidelity, diversity, memorisation, grade fidelity.
 
 Pure functions on tensors (features (N, D), distances (N,)) or uint8 images (N, S, S, 3).
 Fréchet and kernel distances go through torchmetrics with an identity "feature extractor",
@@ -21,54 +21,9 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 # from the modules: torchmetrics.image exports these only with torch-fidelity (Inception) installed
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from drvae.models.classifier import GradeClassifier
-from drvae.models.vae import LatentMoments, to_unit
-from drvae.models.vae_loss import gaussian_kl
-
 Statistic = Callable[[Tensor, Tensor], float | dict[str, float]]
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, fine -> coarse
 MS_SSIM_KERNEL = 11
-
-
-# ------------------------------------------------------------------ classifier outputs
-@torch.no_grad()
-def classifier_outputs(
-    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
-) -> tuple[Tensor, Tensor]:
-    """Penultimate features (N, D) and grade probabilities (N, K) of uint8 (N, S, S, 3) images,
-    in one eval-mode pass through the classifier's own forward (its scaling and normalisation)."""
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"expected images (N, S, S, 3), got {images.shape}")
-    features: list[Tensor] = []
-    # The head's input is timm's forward_head(x, pre_logits=True) (dropout is off in eval).
-    hook = model.net.get_classifier().register_forward_hook(
-        lambda _module, args, _out: features.append(args[0].flatten(1).float().cpu())
-    )
-    probabilities, was_training = [], model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
-            logits = model(batch.permute(0, 3, 1, 2).to(model.device))  # (B, 3, S, S) uint8 in
-            probabilities.append(model.grade_probabilities(logits).cpu())  # argmax: its grade
-    finally:
-        hook.remove()
-        model.train(was_training)
-    return torch.cat(features), torch.cat(probabilities)
-
-
-def classifier_features(
-    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
-) -> Tensor:
-    """(N, D) pre-logits features of the grading classifier: the space FD, KID and PRDC use."""
-    return classifier_outputs(model, images, batch_size)[0]
-
-
-def classifier_probabilities(
-    model: GradeClassifier, images: np.ndarray, batch_size: int = 256
-) -> Tensor:
-    """(N, K) grade probabilities (a regression or ordinal head's grade scores)."""
-    return classifier_outputs(model, images, batch_size)[1]
 
 
 # ------------------------------------------------------------------ distribution distances
@@ -222,7 +177,7 @@ def mean_pairwise_ms_ssim(
     scores = []
     for start in range(0, len(first), batch_size):
         i, j = (idx[start : start + batch_size] for idx in (first, second))
-        a, b = (to_unit(torch.from_numpy(images[idx]).permute(0, 3, 1, 2)) for idx in (i, j))
+        a, b = (torch.from_numpy(images[idx]).permute(0, 3, 1, 2) / 255 for idx in (i, j))
         scores.append(
             multiscale_structural_similarity_index_measure(
                 a, b, kernel_size=kernel, betas=betas, data_range=1.0, reduction="none"
@@ -264,22 +219,6 @@ def memorisation(synthetic_to_train: Tensor, heldout_to_train: Tensor) -> dict[s
         "synthetic_median": float(synthetic.median()),
         "heldout_median": float(heldout.median()),
     }
-
-
-# ------------------------------------------------------------------ latent use
-def kl_per_dimension(mu: Tensor, logvar: Tensor) -> Tensor:
-    """(Z,) mean KL(q(z_u | x) || N(0, 1)) per latent unit over N images, in nats."""
-    return gaussian_kl(mu, logvar).mean(dim=0)
-
-
-def active_units(mu: Tensor, threshold: float) -> int:
-    """Latent units with Var_x(E[z_u | x]) > threshold, as the VAE's `val/active_units`."""
-    moments = LatentMoments()
-    moments.update(mu)
-    variance = moments.variance()
-    if variance is None:
-        raise ValueError(f"need at least 2 posterior means, got {len(mu)}")
-    return int((variance > threshold).sum())
 
 
 # ------------------------------------------------------------------ grade fidelity

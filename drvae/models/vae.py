@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from drvae.metrics.latent import LatentMoments, gaussian_kl
 from drvae.models.components.conditioning import LabelEmbedding
 from drvae.models.components.conv_vae import Conditioning, Decoder, Encoder, Norm, Upsample
 from drvae.models.components.grade_probe import GradeProbe
@@ -31,7 +32,6 @@ from drvae.models.vae_loss import (
     Warmup,
     beta_at,
     bits_per_dim,
-    gaussian_kl,
     kl_with_free_bits,
     reconstruction_floor,
     reconstruction_loss,
@@ -54,26 +54,6 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e
 def to_unit(images: Tensor) -> Tensor:
     """uint8 [0, 255] -> float [0, 1]; float input is taken as already in [0, 1]."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-
-
-class LatentMoments:
-    """Running mean and variance of mu per latent unit over an epoch (for active units)."""
-
-    def __init__(self) -> None:
-        self.n, self.total, self.squares = 0, None, None
-
-    def update(self, mu: Tensor) -> None:
-        mu = mu.detach().double()
-        total, squares = mu.sum(0), mu.pow(2).sum(0)
-        self.n += mu.shape[0]
-        self.total = total if self.total is None else self.total + total
-        self.squares = squares if self.squares is None else self.squares + squares
-
-    def variance(self) -> Tensor | None:
-        if self.n < 2:
-            return None
-        mean = self.total / self.n
-        return (self.squares / self.n - mean.pow(2)).clamp(min=0)
 
 
 class ConditionalVAE(L.LightningModule):

@@ -6,10 +6,11 @@ Per image, with x in [0, 1] and the decoder's logits l:
     KL             = 0.5 * sum over latent dims of (mu^2 + sigma^2 - log sigma^2 - 1)
     loss           = mean over the batch of (reconstruction + beta * KL)
 
-This KL is the closed form of KL(N(mu, sigma^2) || N(0, I)). The paper's Eq. (2) writes it
-without the factor 1/2 and with log(sigma) in place of log(sigma^2); we implement the
-correct closed form. With beta = 1 the loss is the negative ELBO; beta < 1 trades prior
-matching for sharper reconstructions, beta > 1 the reverse (beta-VAE).
+This KL is the closed form of KL(N(mu, sigma^2) || N(0, I))
+(`drvae.metrics.latent.gaussian_kl`). The paper's Eq. (2) writes it without the factor 1/2
+and with log(sigma) in place of log(sigma^2); we implement the correct closed form. With
+beta = 1 the loss is the negative ELBO; beta < 1 trades prior matching for sharper
+reconstructions, beta > 1 the reverse (beta-VAE).
 """
 
 from __future__ import annotations
@@ -45,11 +46,6 @@ def reconstruction_floor(x: Tensor, kind: Reconstruction = "bce") -> Tensor:
     # the binary entropy, written out: F.binary_cross_entropy refuses CUDA autocast (bf16)
     entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))
     return entropy.flatten(1).sum(dim=1)
-
-
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """(B, D) KL(N(mu, exp(logvar)) || N(0, 1)) per latent dimension, in nats."""
-    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)
 
 
 def kl_with_free_bits(kl_per_dim: Tensor, free_bits: float) -> Tensor:

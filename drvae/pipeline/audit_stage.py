@@ -19,13 +19,17 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from drvae.config import plain
 from drvae.data.records import NUM_GRADES
 from drvae.metrics import audit as m
+from drvae.metrics.latent import active_units, kl_per_dimension
 from drvae.models.checkpoints import load_classifier, load_vae
+from drvae.models.classifier_outputs import classifier_outputs
 from drvae.models.vae import to_unit
 from drvae.pipeline.data import PreparedData
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key
 from drvae.report.audit_plots import write_plots
+from drvae.run_folder import CLASSIFIER
 
 NEAR = ("synthetic", "heldout")  # compared with the training images
 
@@ -119,11 +123,11 @@ def _vae_health(checkpoints: Mapping[int, Path], sets: AuditSets) -> dict[str, A
         labels = torch.from_numpy(sets.grades["heldout"][index])
         with torch.no_grad():
             mu, logvar = vae.encoder(to_unit(images), labels if vae.hparams.num_classes else None)
-        kl = m.kl_per_dimension(mu, logvar)
+        kl = kl_per_dimension(mu, logvar)
         health[path.name] = {
             "kl_per_dimension": [round(float(v), 4) for v in kl],
             "kl_total": round(float(kl.sum()), 3),
-            "active_units": m.active_units(mu, vae.hparams.active_threshold),
+            "active_units": active_units(mu, vae.hparams.active_threshold),
             "latent_dim": int(mu.shape[1]),
         }
     return health
@@ -133,7 +137,7 @@ def _fidelity(reference: Path, sets: AuditSets, cfg: DictConfig) -> tuple[dict, 
     """Class consistency of the synthetic images under the real-trained classifier (which
     is TRTS: train on real, test on synthetic), and every set's features for distances."""
     model = load_classifier(reference)
-    outputs = {n: m.classifier_outputs(model, x, cfg.batch_size) for n, x in sets.images.items()}
+    outputs = {n: classifier_outputs(model, x, cfg.batch_size) for n, x in sets.images.items()}
     requested = torch.from_numpy(sets.grades["synthetic"])
     consistency = m.class_consistency(requested, outputs["synthetic"][1])
     return consistency, {name: features for name, (features, _) in outputs.items()}
@@ -188,7 +192,7 @@ def run_audit_stage(
 
     def build(tmp: Path) -> dict[str, Any]:
         sets = AuditSets(data, images, requested)
-        consistency, feats = _fidelity(reference.path / "classifier.ckpt", sets, options)
+        consistency, feats = _fidelity(reference.path / CLASSIFIER, sets, options)
         memorised, near = _memorisation(sets)
         # The same measure in the judge's features: pixel L2 favours blurry samples, which
         # sit near smooth training photographs without copying any of them.
@@ -210,7 +214,7 @@ def run_audit_stage(
             "memorisation_features": m.memorisation(*in_features),
             "vae_health": _vae_health(checkpoints, sets),
         }
-        report["plots"] = write_plots(tmp, report, sets, near, options.gallery)
+        report["plots"] = write_plots(tmp, report, sets.images, near, options.gallery)
         (tmp / "audit.json").write_text(json.dumps(report, indent=1, default=float))
         return summary(report)
 

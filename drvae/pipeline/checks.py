@@ -8,19 +8,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from drvae.config import plain
 from drvae.data.dataset import balance_power
 from drvae.data.rebalance import IMBLEARN_STRATEGIES, added_per_grade, checked_methods
 from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError, check_vae_fits
 from drvae.pipeline.classifier_stage import build_classifier, sampler_balance
-from drvae.pipeline.generate_stage import generate_device, per_grade_counts
-from drvae.pipeline.sampler_stage import sampler_config
-from drvae.pipeline.store import plain
+from drvae.pipeline.generate_stage import per_grade_counts
+from drvae.pipeline.sampler_stage import generate_device, sampler_config
 from drvae.pipeline.training import stage_trainer
 from drvae.pipeline.vae_stage import build_vae
+from drvae.run_folder import STAGES
 
-STAGES = ("vae", "generate", "classifier", "fidelity", "audit")  # in the order they run
 JUDGED = ("fidelity", "audit")  # the stages that grade synthetic images with a classifier
 SYNTHETIC_SOURCES = ("generated", "online")
 AUDIT_COUNTS = (  # `audit` settings that must be positive integers
@@ -107,16 +107,7 @@ def _check_rebalance(cfg: DictConfig, stages: list[str]) -> None:
             f"got {r.synthetic_source!r}"
         )
     if r.get("min_confidence") is not None:
-        if not 0 < r.min_confidence <= 1:
-            raise ConfigError(
-                f"rebalance.min_confidence: expected 0 < p <= 1, got {r.min_confidence}"
-            )
-        if r.synthetic_source == "online":
-            raise ConfigError("rebalance.min_confidence filters a written set, not online images")
-        if not isinstance(r.max_generated, int) or r.max_generated < 2:
-            raise ConfigError(
-                f"rebalance.max_generated: expected an int >= 2, got {r.max_generated!r}"
-            )
+        _check_confidence(r)
     per_grade = plain(r.per_grade)
     if per_grade not in IMBLEARN_STRATEGIES:  # its form; real counts are checked later
         added_per_grade(per_grade, dict.fromkeys(range(NUM_GRADES), 0), r.count_as)

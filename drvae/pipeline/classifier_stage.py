@@ -16,6 +16,7 @@ from torch import Tensor
 
 from drvae.callbacks import ConfusionMatrixLogger
 from drvae.callbacks.ema import WarmupEMA
+from drvae.config import plain
 from drvae.data.dataset import FundusDataModule, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.errors import ConfigError
@@ -23,8 +24,7 @@ from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_classifier
 from drvae.models.classifier import HUB_PREFIX, GradeClassifier
 from drvae.pipeline.data import PreparedData
-from drvae.pipeline.predictions import PREDICTIONS, write_predictions
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key
 from drvae.pipeline.training import (
     best_checkpoint,
     evaluator,
@@ -33,6 +33,7 @@ from drvae.pipeline.training import (
     rounded,
     trainer_key_material,
 )
+from drvae.run_folder import CLASSIFIER, PREDICTIONS, write_predictions
 
 
 def classifier_key(
@@ -192,11 +193,11 @@ def run_classifier_stage(
         checkpoint, info = _train_and_test(
             cfg, dm, model, store.scratch("classifier", key), log_root, label, tmp / PREDICTIONS
         )
-        shutil.copyfile(checkpoint, tmp / "classifier.ckpt")
+        shutil.copyfile(checkpoint, tmp / CLASSIFIER)
         return info
 
     result = store.run("classifier", key, build)
-    result.info = {"path": str(result.path / "classifier.ckpt"), **result.info}
+    result.info = {"path": str(result.path / CLASSIFIER), **result.info}
     if (result.path / PREDICTIONS).is_file():  # absent from stages built before drvae 0.1.1
         result.info["predictions"] = str(result.path / PREDICTIONS)
     return result

@@ -17,13 +17,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from drvae.data.dataset import FixedSynthetic
+from drvae.data.synthetic import read_synthetic_images
 from drvae.errors import ConfigError
-from drvae.metrics.audit import classifier_outputs
 from drvae.models.checkpoints import load_classifier
+from drvae.models.classifier_outputs import classifier_outputs
 from drvae.pipeline.generate_stage import run_generate_stage
 from drvae.pipeline.sampler_stage import FittedSampler
 from drvae.pipeline.store import StageResult, StageStore, config_key
-from drvae.pipeline.synthetic_sources import read_synthetic_images
+from drvae.run_folder import CLASSIFIER
 
 
 def accepted(
@@ -59,7 +60,7 @@ def confident_synthetic(
     """The filtered synthetic images, a key over them, the generate stage that wrote the
     candidates (its latents from `sampler`; None: the prior), and what the filter did."""
     r, needed = cfg.rebalance, {g: n for g, n in needed.items() if n}
-    model = load_classifier(reference.path / "classifier.ckpt")
+    model = load_classifier(reference.path / CLASSIFIER)
     factor = 2
     while True:
         counts = {g: n * factor for g, n in needed.items()}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from drvae.config import plain
 from drvae.data.cache import CachedDataset, build_cache
 from drvae.data.duplicates import (
     NEAR_DISTANCE,
@@ -31,7 +32,7 @@ from drvae.data.readers import READERS, read_dataset
 from drvae.data.records import DataError, Record
 from drvae.data.splits import Splits, make_splits
 from drvae.errors import ConfigError
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key
 
 SOURCES = ("simulated", *READERS)
 HASHES = "hashes.json"
@@ -67,7 +68,7 @@ def simulate(cfg: DictConfig, store: StageStore) -> StageResult:
     }
 
     def build(tmp: Path) -> dict[str, Any]:
-        counts = simulate_dataset(tmp / "data", workers=cfg.workers, progress=True, **params)
+        counts = simulate_dataset(tmp / "data", workers=cfg.decode_workers, progress=True, **params)
         return {"per_grade": counts, **params}
 
     return store.run("simulated", config_key("simulated", params), build)
@@ -120,7 +121,9 @@ def read_records(cfg: DictConfig, store: StageStore) -> list[Record]:
 def cache_records(records: list[Record], cfg: DictConfig, store: StageStore) -> CachedDataset:
     """These records, preprocessed as `cfg` (a `data`-like node) says, in the cache."""
     preprocess = PreprocessConfig(size=cfg.image_size, **plain(cfg.preprocess))
-    return build_cache(records, preprocess, store.root / "preprocessed", cfg.workers, cfg.on_error)
+    return build_cache(
+        records, preprocess, store.root / "preprocessed", cfg.decode_workers, cfg.on_error
+    )
 
 
 def cache_dataset(cfg: DictConfig, store: StageStore) -> CachedDataset:
@@ -229,7 +232,7 @@ def prepare_data(
     cache = cache_records(records + extra, cfg, store)  # data's own images first, in order
     extra_ids = {r.image_id for r in extra}
     n_main = sum(r.image_id not in extra_ids for r in cache.records)
-    hashes = stored_hashes(cache, store, cfg.workers)
+    hashes = stored_hashes(cache, store, cfg.decode_workers)
     splits, duplicates, material = _main_splits(cfg, cache, hashes, n_main)
     added_by_set: dict[str, dict[str, Any]] = {}
     if extra:

@@ -26,9 +26,9 @@ from drvae.data.splits import Splits
 from drvae.models.checkpoints import load_classifier
 from drvae.pipeline.classifier_stage import test_scores
 from drvae.pipeline.data import PreparedData, cache_dataset, set_config, stored_hashes
-from drvae.pipeline.predictions import external_predictions, write_predictions
 from drvae.pipeline.store import StageStore
 from drvae.pipeline.training import make_trainer, rounded
+from drvae.run_folder import external_predictions, write_predictions
 
 SHOWN_IDS = 20  # duplicate ids listed in results.json per set (all are counted)
 
@@ -44,7 +44,7 @@ def _duplicates(
     if data.hashes is None:
         return {}
     distance = cfg.data.get("duplicate_distance", NEAR_DISTANCE)
-    external = stored_hashes(cache, store, cfg.data.workers)
+    external = stored_hashes(cache, store, cfg.data.decode_workers)
     return matches(external, data.hashes.subset(data.splits.train), distance)
 
 

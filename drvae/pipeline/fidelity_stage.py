@@ -26,8 +26,8 @@ from drvae.models.classifier import GradeClassifier
 from drvae.pipeline.data import PreparedData
 from drvae.pipeline.store import StageResult, StageStore, config_key
 from drvae.report.audit_plots import fidelity_grid
+from drvae.run_folder import CLASSIFIER, GRID
 
-GRID = "fidelity_grid.png"
 Judge = Callable[[np.ndarray], Tensor]  # uint8 (N, S, S, 3) -> (N, K) grade scores
 Labelled = tuple[np.ndarray, np.ndarray]  # uint8 (N, S, S, 3) images, (N,) grades
 
@@ -121,7 +121,7 @@ def run_fidelity_stage(
         test = data.splits.test
         real = (np.asarray(data.cache.images[test]), data.cache.grades[test])
         recon = reconstructions(checkpoints, *real, cfg.generate.batch_size)
-        judge = judge_of(load_classifier(reference.path / "classifier.ckpt"), a.batch_size)
+        judge = judge_of(load_classifier(reference.path / CLASSIFIER), a.batch_size)
         images = read()  # (images, requested grades)
         report = measure(judge, real, recon, images) | {"judge_limits": measure_judge(judge, real)}
         blocks = _grid_blocks(real, recon, images)

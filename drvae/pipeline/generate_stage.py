@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,19 +19,15 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from drvae import __version__
+from drvae.config import plain
 from drvae.data.records import NUM_GRADES
 from drvae.data.synthetic import write_synthetic_set
 from drvae.errors import ConfigError
-from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
 from drvae.models.latent_samplers import LatentSampler, PosteriorSampler, PriorSampler
 from drvae.models.vae import ConditionalVAE
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
-
-if TYPE_CHECKING:  # sampler_stage imports this module
-    from drvae.pipeline.sampler_stage import FittedSampler
-
-STATE = "sampler.npz"  # a fitted sampler's state: in its stage's folder and in each set
+from drvae.pipeline.sampler_stage import STATE, FittedSampler, checkpoint_shas, generate_device
+from drvae.pipeline.store import StageResult, StageStore, config_key
 
 
 def per_grade_counts(value: Any, key: str = "generate.per_grade") -> dict[int, int]:
@@ -121,25 +117,6 @@ def counts_to_generate(cfg: DictConfig, needed: Mapping[int, int]) -> dict[int, 
             f"(needed, asked) {short}; raise it or set it to null"
         )
     return counts
-
-
-def generate_device(cfg: DictConfig) -> str:
-    """`generate.device`: auto (the GPU when there is one), cpu or cuda."""
-    device = cfg.get("device", "cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"generate.device: expected auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("generate.device=cuda, but torch sees no CUDA device")
-    return device
-
-
-def checkpoint_shas(checkpoints: Mapping[int, Path], grades: Iterable[int]) -> dict[int, str]:
-    """Grade -> SHA-256 of its VAE checkpoint, for `grades`; each file hashed once."""
-    grades = list(grades)
-    digests = {path: sha256_file(path) for path in {checkpoints[g] for g in grades}}
-    return {g: digests[p] for g, p in checkpoints.items() if g in grades}
 
 
 def generate_key(

@@ -23,9 +23,8 @@ from omegaconf import DictConfig
 
 from drvae.atomic import write_json
 from drvae.errors import ConfigError
+from drvae.run_folder import FAILED
 from drvae.secrets import redact, redact_hydra_files
-
-FAILED = "failed.json"  # in a job's folder: why it failed (drvae-report lists it)
 
 
 def disk_hint(folder: str) -> str:

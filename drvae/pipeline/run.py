@@ -18,10 +18,11 @@ from omegaconf import DictConfig
 
 from drvae.atomic import write_json
 from drvae.callbacks.safeguards import TrainingDiverged
+from drvae.config import plain
 from drvae.data.dataset import FixedSynthetic, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
 from drvae.data.records import NUM_GRADES, DataError
-from drvae.data.synthetic import read_manifest
+from drvae.data.synthetic import read_manifest, read_synthetic_images
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError
 from drvae.pipeline.audit_stage import run_audit_stage
@@ -30,16 +31,15 @@ from drvae.pipeline.classifier_stage import run_classifier_stage
 from drvae.pipeline.confidence import confident_synthetic
 from drvae.pipeline.data import PreparedData, prepare_data, set_configs
 from drvae.pipeline.external import score_external
-from drvae.pipeline.fidelity_stage import GRID, run_fidelity_stage
+from drvae.pipeline.fidelity_stage import run_fidelity_stage
 from drvae.pipeline.generate_stage import counts_to_generate, generate_key, run_generate_stage
-from drvae.pipeline.predictions import PREDICTIONS
 from drvae.pipeline.sampler_stage import FittedSampler, fit_sampler
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
-from drvae.pipeline.synthetic_sources import DecoderSynthetic, read_synthetic_images
+from drvae.pipeline.store import StageResult, StageStore, config_key
+from drvae.pipeline.synthetic_sources import DecoderSynthetic
 from drvae.pipeline.vae_stage import run_vae_stage, vae_key
+from drvae.run_folder import GRID, PREDICTIONS, RESULTS, vae_checkpoints
 from drvae.secrets import redact
 
-RESULTS = "results.json"
 USER_ERRORS = (DataError, ConfigError, CheckpointError, TrainingDiverged)
 PACKAGES = ("drvae", "torch", "torchvision", "lightning", "hydra-core", "timm", "torchmetrics")
 
@@ -78,14 +78,6 @@ def source_commit(root: Path = SOURCE_ROOT) -> str | None:
 def command_overrides() -> list[str]:
     """The overrides the user typed (empty when run outside a Hydra app, e.g. in tests)."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
-def _vae_checkpoints(checkpoints: dict[str, str]) -> dict[int, Path]:
-    """Grade -> the checkpoint that grade is drawn from, from the vae stage's file names."""
-    paths = {name: Path(p) for name, p in checkpoints.items()}
-    if "vae.ckpt" in paths:
-        return dict.fromkeys(range(NUM_GRADES), paths["vae.ckpt"])
-    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(NUM_GRADES)}
 
 
 @dataclass
@@ -128,6 +120,8 @@ class Run:
         self.train_sets = set_configs(cfg, "train_sets")
         self.store = StageStore(cfg.paths.cache_dir)
         self.results: dict[str, Any] = {"stages": {}}
+        self.trained_vaes: dict[int, Path] | None = None  # asked again by the audit
+        self.skipped: set[str] = set()
         self.generated: StageResult | None = None
         self.confidence: dict[str, Any] | None = None  # what the confidence filter did
 
@@ -143,13 +137,15 @@ class Run:
         """Grade -> VAE checkpoint: the user's, this run's vae stage, or a stored one."""
         if self.user_vaes is not None:
             return self.user_vaes
-        trained = self.results["stages"].get("vae", {})
-        if "checkpoints" in trained:  # asked again (the audit after generate)
-            return _vae_checkpoints(trained["checkpoints"])
+        if self.trained_vaes is None:
+            self.trained_vaes = self._train_or_find_vaes(data)
+        return self.trained_vaes
+
+    def _train_or_find_vaes(self, data: PreparedData) -> dict[int, Path]:
         if "vae" in self.stages:
             vae = run_vae_stage(self.cfg, data, self.store, self.out / "logs")
             self.record("vae", vae.summary())
-            return _vae_checkpoints(vae.info["checkpoints"])
+            return vae_checkpoints(vae.info["checkpoints"], NUM_GRADES)
         key = vae_key(self.cfg, data)
         record = self.store.finished("vae", key)
         if record is None:
@@ -158,12 +154,14 @@ class Run:
                 "generate.checkpoint=PATH"
             )
         folder = self.store.folder("vae", key)
-        return _vae_checkpoints({n: str(folder / n) for n in record["info"]["checkpoints"]})
+        files = {n: str(folder / n) for n in record["info"]["checkpoints"]}
+        return vae_checkpoints(files, NUM_GRADES)
 
     def skip(self, stages: tuple[str, ...], why: str) -> None:
         for stage in stages:
             if stage in self.stages:
                 self.record(stage, {"skipped": why})
+                self.skipped.add(stage)
 
     def sampler(self, data: PreparedData, checkpoints: dict[int, Path]) -> FittedSampler | None:
         """`generate.sampler` fitted on the train split (None: the prior needs no fit)."""
@@ -199,9 +197,9 @@ class Run:
         if self.generated is None:
             train = data.per_grade()["train"]
             wanted = {g: self.cfg.audit.per_grade for g in train if train[g]}
-            # a run whose classifier drew online keeps its "generate: skipped" record
-            online = "skipped" in self.results["stages"].get("generate", {})
-            self.generate(data, checkpoints, wanted, "audit_generate" if online else "generate")
+            # a run that skipped generate (online draws, no synthetic image) keeps that record
+            skipped = "generate" in self.skipped
+            self.generate(data, checkpoints, wanted, "audit_generate" if skipped else "generate")
         return self.generated.path, self.generated.key, checkpoints
 
     def judged_set(self, data: PreparedData) -> JudgedSet:

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from drvae.config import plain
 from drvae.errors import ConfigError
+from drvae.integrity import sha256_file
 from drvae.models.checkpoints import load_vae
 from drvae.models.latent_samplers import (
     COVARIANCE_TYPES,
@@ -28,10 +30,31 @@ from drvae.models.latent_samplers import (
 )
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.data import PreparedData
-from drvae.pipeline.generate_stage import STATE, checkpoint_shas, generate_device
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key
 
 SAMPLERS = ("prior", "gmm", "posterior")
+
+
+STATE = "sampler.npz"  # a fitted sampler's state: in its stage's folder and in each set
+
+
+def generate_device(cfg: DictConfig) -> str:
+    """`generate.device`: auto (the GPU when there is one), cpu or cuda."""
+    device = cfg.get("device", "cpu")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"generate.device: expected auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("generate.device=cuda, but torch sees no CUDA device")
+    return device
+
+
+def checkpoint_shas(checkpoints: Mapping[int, Path], grades: Iterable[int]) -> dict[int, str]:
+    """Grade -> SHA-256 of its VAE checkpoint, for `grades`; each file hashed once."""
+    grades = list(grades)
+    digests = {path: sha256_file(path) for path in {checkpoints[g] for g in grades}}
+    return {g: digests[p] for g, p in checkpoints.items() if g in grades}
 
 
 def sampler_config(g: DictConfig) -> dict[str, Any]:

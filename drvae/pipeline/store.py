@@ -19,20 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
 from drvae import __version__
 from drvae.atomic import build_once
+from drvae.config import plain
 from drvae.integrity import corruption
 
 STAGE_FILE = "stage.json"
-
-
-def plain(value: Any) -> Any:
-    """An OmegaConf node (resolved) as plain Python; anything else unchanged."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def config_key(*parts: Any) -> str:

@@ -1,5 +1,5 @@
-"""Where the classifier's synthetic training images come from: a set the generate stage
-wrote (read once), or fresh samples from the VAE decoder every epoch (`online`)."""
+"""Synthetic training images drawn fresh from the VAE decoder every epoch (`online`); a
+written set is read by `drvae.data.synthetic.read_synthetic_images`."""
 
 from __future__ import annotations
 
@@ -7,40 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from drvae.data.dataset import FixedSynthetic
-from drvae.data.records import DataError
-from drvae.data.synthetic import read_manifest, synthetic_id
 from drvae.models.checkpoints import load_vae
 from drvae.pipeline.generate_stage import sample_grade
 from drvae.pipeline.sampler_stage import FittedSampler
-
-
-def read_synthetic_images(
-    folder: Path, counts: Mapping[int, int], image_size: int
-) -> FixedSynthetic:
-    """The first `counts[g]` images of each grade of a written set.
-
-    Generation is prefix-stable per grade, so these are exactly the images a set of that
-    size would hold: one large set serves a sweep over smaller counts.
-    """
-    available = {int(g): n for g, n in read_manifest(folder)["per_grade"].items()}
-    short = {g: (n, available.get(g, 0)) for g, n in counts.items() if n > available.get(g, 0)}
-    if short:
-        raise DataError(f"{folder}: (wanted, available) images per grade {short}")
-    images, grades = [], []
-    for grade, n in counts.items():
-        for i in range(n):
-            path = folder / "images" / f"{synthetic_id(grade, i)}.png"
-            image = np.asarray(Image.open(path).convert("RGB"))  # (S, S, 3) uint8
-            if image.shape[:2] != (image_size, image_size):
-                raise DataError(f"{path}: {image.shape[1]} px, expected {image_size} px")
-            images.append(image)
-            grades.append(grade)
-    if not images:
-        return FixedSynthetic(np.empty((0, image_size, image_size, 3), np.uint8), np.empty(0))
-    return FixedSynthetic(np.stack(images), np.asarray(grades, dtype=np.int64))
 
 
 class DecoderSynthetic:

@@ -30,7 +30,9 @@ def stage_trainer(cfg: DictConfig, stage: str) -> DictConfig:
     """The `trainer` group with the stage's own overrides merged over it:
     `classifier.trainer.max_epochs=40` changes the classifier's epochs, not the VAE's."""
     overrides = {k: v for k, v in (cfg[stage].get("trainer") or {}).items() if v is not None}
-    return OmegaConf.merge(cfg.trainer, overrides)
+    trainer = OmegaConf.merge(cfg.trainer, {})
+    OmegaConf.set_struct(trainer, False)  # a Trainer argument the group does not list
+    return OmegaConf.merge(trainer, overrides)
 
 
 # Callbacks of the `callbacks` group that only report: left out of stage keys. The first two

@@ -15,12 +15,13 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from drvae.config import plain
 from drvae.data.dataset import FundusDataModule
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.models.checkpoints import load_vae
 from drvae.models.vae import ConditionalVAE
 from drvae.pipeline.data import PreparedData
-from drvae.pipeline.store import StageResult, StageStore, config_key, plain
+from drvae.pipeline.store import StageResult, StageStore, config_key
 from drvae.pipeline.training import (
     best_checkpoint,
     evaluator,
@@ -29,6 +30,7 @@ from drvae.pipeline.training import (
     rounded,
     trainer_key_material,
 )
+from drvae.run_folder import vae_files
 
 
 def vae_key(cfg: DictConfig, data: PreparedData) -> str:
@@ -63,7 +65,7 @@ def build_vae(cfg: DictConfig, image_size: int) -> ConditionalVAE:
 def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
     """Checkpoint name -> the grades its VAE trains on (None: all, conditioned)."""
     if cfg.vae.model.num_classes:
-        return {"vae.ckpt": None}
+        return vae_files(per_grade=False, grades=NUM_GRADES)
     train = data.per_grade()["train"]
     empty = [g for g in range(NUM_GRADES) if not train[g]]
     if empty:
@@ -71,7 +73,7 @@ def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
             f"vae.model.num_classes=0 trains one VAE per grade, but grade(s) "
             f"{empty} have no training images"
         )
-    return {f"vae_grade{g}.ckpt": [g] for g in range(NUM_GRADES)}
+    return vae_files(per_grade=True, grades=NUM_GRADES)
 
 
 def _fit_one(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -15,9 +15,6 @@ from drvae.callbacks.vae_images import to_grid_image
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
-
-if TYPE_CHECKING:
-    from drvae.pipeline.audit_stage import AuditSets
 
 COLOURS = {"synthetic": "tab:orange", "heldout": "tab:blue", "train": "tab:blue"}
 
@@ -91,11 +88,12 @@ def memorisation_plot(report: dict[str, Any], near: dict[str, Tensor], path: Pat
     return _save(fig, path)
 
 
-def gallery(sets: AuditSets, near: dict[str, Tensor], n: int, path: Path) -> str:
-    """The `n` synthetic images closest to a training image (top) above that image."""
+def gallery(images: dict[str, np.ndarray], near: dict[str, Tensor], n: int, path: Path) -> str:
+    """The `n` synthetic images closest to a training image (top) above that image;
+    `images`: uint8 (N, S, S, 3) "synthetic" and "train" images."""
     order = torch.argsort(near["synthetic"])[:n]
-    synthetic = sets.images["synthetic"][order.numpy()]
-    train = sets.images["train"][near["synthetic_index"][order].numpy()]
+    synthetic = images["synthetic"][order.numpy()]
+    train = images["train"][near["synthetic_index"][order].numpy()]
     both = torch.from_numpy(np.concatenate([synthetic, train])).permute(0, 3, 1, 2) / 255
     Image.fromarray(to_grid_image(both, nrow=len(order))).save(path)
     return path.name
@@ -138,13 +136,17 @@ def vae_plot(report: dict[str, Any], path: Path) -> str:
 
 
 def write_plots(
-    folder: Path, report: dict[str, Any], sets: AuditSets, near: dict[str, Tensor], n: int
+    folder: Path,
+    report: dict[str, Any],
+    images: dict[str, np.ndarray],
+    near: dict[str, Tensor],
+    n: int,
 ) -> list[str]:
     """Every audit figure into `folder`; returns the file names."""
     return [
         fidelity_plot(report, folder / "class_consistency.png"),
         distance_plot(report, folder / "distances.png"),
         memorisation_plot(report, near, folder / "memorisation.png"),
-        gallery(sets, near, n, folder / "closest_pairs.png"),
+        gallery(images, near, n, folder / "closest_pairs.png"),
         vae_plot(report, folder / "vae_kl.png"),
     ]

@@ -4,15 +4,12 @@ settings (what was swept, seeds apart)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from drvae.pipeline.main import FAILED
-from drvae.pipeline.predictions import PREDICTIONS, external_predictions
+from drvae.run_folder import FAILED, PREDICTIONS, RESULTS, external_predictions, read_json
 
-RESULTS = "results.json"
 FIDELITY_SETS = ("real", "recon", "synthetic")  # as drvae.metrics.fidelity names them
 FIDELITY_RATIOS = ("recon_ratio", "synthetic_ratio")
 EXPECTED = "expected job folders with results.json, made by `drvae -m ...`"
@@ -128,10 +125,6 @@ def is_bookkeeping(override: str) -> bool:
     return override.lstrip("+~").startswith(BOOKKEEPING)
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def collect(root: Path) -> list[Job]:
     """Every job folder under `root`: one with `results.json` or `failed.json`, or a Hydra
     job folder (`.hydra/`) without either, sorted by path (job 2 before job 10)."""
@@ -141,7 +134,7 @@ def collect(root: Path) -> list[Job]:
     folders = {p.parent for name in (RESULTS, FAILED, ".hydra") for p in root.rglob(name)}
     jobs = []
     for folder in sorted(folders, key=natural):
-        jobs.append(Job(folder, _read(folder / RESULTS), _read(folder / FAILED)))
+        jobs.append(Job(folder, read_json(folder / RESULTS), read_json(folder / FAILED)))
     return jobs
 
 

@@ -14,13 +14,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from drvae.atomic import write_atomic
 from drvae.callbacks.confusion import confusion_image
 from drvae.callbacks.vae_images import to_grid_image
 from drvae.data.records import DataError
-from drvae.data.synthetic import read_manifest
-from drvae.pipeline.synthetic_sources import read_synthetic_images
+from drvae.data.synthetic import read_manifest, read_synthetic_images
 from drvae.report.collect import Job
-from drvae.report.files import write_atomic
 from drvae.report.stats import RECALLS, mean_std, setting_values
 
 matplotlib.use("Agg")  # files only

@@ -18,8 +18,8 @@ import numpy as np
 
 from drvae.data.records import NUM_GRADES, DataError
 from drvae.metrics.grading import REFERABLE_GRADE
-from drvae.pipeline.predictions import read_predictions
 from drvae.report.collect import Job, natural
+from drvae.run_folder import read_predictions
 
 RECALLS = tuple(f"test/recall_grade{g}" for g in range(NUM_GRADES))
 BOOTSTRAPPED = (

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drvae.atomic import write_atomic
 from drvae.report.collect import (
     EXPECTED,
     FIDELITY_RATIOS,
@@ -25,7 +26,6 @@ from drvae.report.collect import (
     job_labels,
     settings,
 )
-from drvae.report.files import write_atomic
 from drvae.report.stats import (
     BOOTSTRAPPED,
     RECALLS,

@@ -39,7 +39,7 @@ sim64/hierarchical_gradeloss100_s0 vae=hierarchical vae.model.grade_loss_weight=
 sim64/conv_gmm_s0 vae=conv generate.sampler=gmm seed=0
 sim64/hierarchical_gmm_s0 vae=hierarchical generate.sampler=gmm seed=0
 sim64/hierarchical_sharp_s0 vae=hierarchical $SHARP seed=0
-sim128/conv_clip1_s0 vae=conv data.image_size=128 +vae.trainer.gradient_clip_val=1.0 seed=0
+sim128/conv_clip1_s0 vae=conv data.image_size=128 vae.trainer.gradient_clip_val=1.0 seed=0
 sim128/conv_logvar_clamp_s0 vae=conv data.image_size=128 seed=0
 sim128/hierarchical_sharp_e30_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 seed=0
 sim128/hierarchical_sharp_e30_gmm_s0 vae=hierarchical $SHARP $AT128 vae.trainer.max_epochs=30 generate.sampler=gmm seed=0

@@ -30,8 +30,8 @@ from drvae.metrics.grading import grading_metrics
 from drvae.metrics.thresholds import fit_thresholds
 from drvae.models.checkpoints import load_classifier
 from drvae.models.grading_heads import grade_scores
-from drvae.pipeline.predictions import write_predictions
 from drvae.report.stats import Bootstrap, confusion_counts, confusion_metrics
+from drvae.run_folder import write_predictions
 
 KEYS = (
     "qwk",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from drvae.metrics.grading import grading_metrics
-from drvae.pipeline.predictions import read_predictions
+from drvae.run_folder import read_predictions
 
 KEYS = ("qwk", "referable_auroc", "referable_sensitivity_at_spec80")
 
