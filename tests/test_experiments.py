@@ -190,6 +190,7 @@ def test_the_run_folder_holds_per_image_test_predictions(cache: Path, tmp_path: 
     assert matrix.tolist() == results["stages"]["classifier"]["confusion_matrix"]
 
 
+@pytest.mark.slow  # 18 s; the search's config is composed and checked in the default suite
 def test_the_optuna_search_runs_two_trials_on_validation_qwk(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     done = drvae(
@@ -360,6 +361,7 @@ def test_a_misspelt_group_or_key_is_named(args: list[str], message: str, tmp_pat
     assert not (tmp_path / "run").exists() and not (tmp_path / "s" / "0").exists()
 
 
+@pytest.mark.slow  # 16 s: two sweeps; the refused-folder case runs by default
 def test_the_corrected_sweep_may_reuse_the_folder_of_one_that_never_started(
     tmp_path: Path,
 ) -> None:

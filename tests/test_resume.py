@@ -49,7 +49,11 @@ def kill_when(cache: Path, run_dir: Path, pattern: str, *overrides: str) -> None
 
 @pytest.mark.parametrize(
     ("stage", "overrides"),
-    [("vae", ["stages=[vae]"]), ("classifier", ["rebalance=oversample"])],
+    [
+        # the same resume code as the classifier's, 36 s: make test-full runs it
+        pytest.param("vae", ["stages=[vae]"], marks=pytest.mark.slow),
+        ("classifier", ["rebalance=oversample"]),
+    ],
 )
 def test_a_training_killed_mid_fit_resumes_to_the_same_results(
     tmp_path: Path, stage: str, overrides: list[str]
@@ -67,6 +71,7 @@ def test_a_training_killed_mid_fit_resumes_to_the_same_results(
     assert not list(cache.glob(f"{stage}/*.partial"))  # cleaned up once finished
 
 
+@pytest.mark.slow  # 39 s; build_once's kill safety is also tested on the cache (test_cache)
 def test_a_killed_generation_leaves_no_set_and_is_redone(tmp_path: Path) -> None:
     """Killed while writing images: no synthetic set a later run would use exists; the
     relaunch trains nothing again (the VAE is reused) and writes the identical set."""

@@ -63,7 +63,11 @@ def test_hydra_files_are_rewritten_only_when_they_hold_a_secret(tmp_path: Path) 
     redact_hydra_files(tmp_path / "missing")  # no .hydra folder: nothing to do
 
 
-@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+@pytest.mark.parametrize(
+    "multirun",
+    [pytest.param(False, marks=pytest.mark.slow), True],  # a single run: 16 s, make test-full
+    ids=["run", "multirun"],
+)
 def test_no_secret_reaches_the_run_folder(tmp_path: Path, multirun: bool) -> None:
     """A real `drvae` run (or a one-job multirun, whose launcher logs each job's overrides)
     with CSV and (offline) W&B loggers, a secret pulled into the config from the environment,

@@ -311,43 +311,53 @@ class Run:
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
         data = prepare_data(self.cfg.data, self.store, self.train_sets)
-        counts = data.per_grade()
-        self.results["data"] = {
-            "key": data.key,
-            "cache": str(data.cache.folder),
-            "counts": counts,
-            "duplicates": data.duplicates,
-            **({"train_sets": data.train_sets} if data.train_sets else {}),
-        }
+        self.results["data"] = data_summary(data)
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         plan = None
         if "classifier" in self.stages or generate_needs_plan:
-            plan = self.plan(counts["train"])  # before any training
+            plan = self.plan(data.per_grade()["train"])  # before any training
         synthetic, synthetic_key = self.synthetic(data, plan)
         if plan is not None and "classifier" in self.stages:
-            result = run_classifier_stage(
-                self.cfg, data, plan, synthetic, synthetic_key, self.store, self.out / "logs"
-            )
-            self.record("classifier", result.summary())
-            self.results["metrics"] = result.info["metrics"]
-            if "predictions" in result.info:
-                self.out.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(result.info["predictions"], self.out / PREDICTIONS)
-            if self.cfg.get("test_sets"):
-                checkpoint = Path(result.info["path"])
-                external = score_external(self.cfg, data, checkpoint, self.store, self.out)
-                self.results["external"] = external
-            self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
-            self.results["rebalance"] = {
-                "methods": list(plan.methods) or ["none"],
-                "class_weights": plan.class_weights,
-                "synthetic_source": self.cfg.rebalance.synthetic_source,
-                "confidence_filter": self.confidence,
-            }
+            self.classify(data, plan, synthetic, synthetic_key)
         if "audit" in self.stages:  # fidelity included
             self.audit(data)
         elif "fidelity" in self.stages:
             self.fidelity_alone(data, has_synthetic=synthetic_key is not None)
+        return self.finish(start)
+
+    def classify(
+        self,
+        data: PreparedData,
+        plan: RebalancePlan,
+        synthetic: Callable[[], SyntheticSource] | None,
+        synthetic_key: str | None,
+    ) -> None:
+        """Stage classifier: train (or reuse) it, score the test split and any external set."""
+        logs = self.out / "logs"
+        result = run_classifier_stage(
+            self.cfg, data, plan, synthetic, synthetic_key, self.store, logs
+        )
+        self.record("classifier", result.summary())
+        self.results["metrics"] = result.info["metrics"]
+        if "predictions" in result.info:
+            self.out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(result.info["predictions"], self.out / PREDICTIONS)
+        if self.cfg.get("test_sets"):
+            checkpoint = Path(result.info["path"])
+            self.results["external"] = score_external(
+                self.cfg, data, checkpoint, self.store, self.out
+            )
+        counts = data.per_grade()
+        self.results["counts"] = {**plan.counts(), "val": counts["val"], "test": counts["test"]}
+        self.results["rebalance"] = {
+            "methods": list(plan.methods) or ["none"],
+            "class_weights": plan.class_weights,
+            "synthetic_source": self.cfg.rebalance.synthetic_source,
+            "confidence_filter": self.confidence,
+        }
+
+    def finish(self, start: float) -> dict[str, Any]:
+        """What ran it (overrides, config, versions) and how long; results.json written."""
         self.results.update(
             seconds=round(time.perf_counter() - start, 3),
             overrides=redact(command_overrides()),
@@ -358,6 +368,17 @@ class Run:
         write_json(self.out / RESULTS, self.results)
         print(f"drvae: results in {self.out / RESULTS}")
         return self.results
+
+
+def data_summary(data: PreparedData) -> dict[str, Any]:
+    """results.json `data`: the prepared data's key, cache, counts and what was added."""
+    return {
+        "key": data.key,
+        "cache": str(data.cache.folder),
+        "counts": data.per_grade(),
+        "duplicates": data.duplicates,
+        **({"train_sets": data.train_sets} if data.train_sets else {}),
+    }
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
