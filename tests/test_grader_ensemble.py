@@ -33,6 +33,7 @@ def predictions(path: Path) -> list[tuple[str, str]]:
         return [(row["image"], row["predicted"]) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow  # 12 s; an experiment script's, not the framework's default path
 def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
     """Members score as their runs did (thresholds refitted on validation); two identical
     members average to the same grades image by image; an earlier output folder and another

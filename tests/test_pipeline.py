@@ -341,6 +341,8 @@ def test_a_synthetic_set_without_manifest_is_refused(tmp_path: Path) -> None:
         read_dataset("synthetic", tmp_path)
 
 
+@pytest.mark.slow  # 24 s; drvae's command line runs by default in the sweep, secrets and
+# reliability tests, its exit code 2 and error line in test_reliability
 def test_command_line(tmp_path: Path) -> None:
     """The command line of the README, run as a user runs it."""
     cmd = [
