@@ -41,6 +41,7 @@ from drvae.run_folder import GRID, PREDICTIONS, RESULTS, vae_checkpoints
 from drvae.secrets import redact
 
 USER_ERRORS = (DataError, ConfigError, CheckpointError, TrainingDiverged)
+NOTHING_ADDED = "the rebalancing adds no synthetic image"
 PACKAGES = ("drvae", "torch", "torchvision", "lightning", "hydra-core", "timm", "torchmetrics")
 
 
@@ -107,7 +108,8 @@ class JudgedSet:
 
 
 class Run:
-    """One job: the stages it runs, what they produced, and its results."""
+    """One job: its stages, run in order by `stage_<name>` (the audit and the fidelity stage
+    ask for a VAE or a set an earlier stage skipped), what they produced, and its results."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg, self.out = cfg, Path(cfg.paths.output_dir)
@@ -124,6 +126,10 @@ class Run:
         self.skipped: set[str] = set()
         self.generated: StageResult | None = None
         self.confidence: dict[str, Any] | None = None  # what the confidence filter did
+        self.rebalancing: RebalancePlan | None = None  # the classifier's (or generate's) plan
+        self.needed: dict[int, int] = {}  # synthetic images per grade the rebalancing adds
+        self.written: tuple[Callable[[], SyntheticSource], str] | None = None  # by generate
+        self.synthetic_key: str | None = None  # over the classifier's synthetic images
 
     def record(self, stage: str, summary: dict[str, Any]) -> None:
         self.results["stages"][stage] = summary
@@ -260,44 +266,71 @@ class Run:
         self.record("audit", {k: summary[k] for k in ("key", "path", "reused", "seconds")})
         self.results["audit"] = audited.info
 
-    def synthetic(
-        self, data: PreparedData, plan: RebalancePlan | None
-    ) -> tuple[Callable[[], SyntheticSource] | None, str | None]:
-        """Run vae and generate as needed; returns what makes the classifier's synthetic
-        images (read or loaded only if the classifier is trained, not when it is reused) and
-        a key over their origin; (None, None) when the classifier gets none."""
-        needed = plan.synthetic if plan is not None else {}
-        if "classifier" in self.stages and not any(needed.values()):
-            self.skip(("vae", "generate"), "the rebalancing adds no synthetic image")
-            return None, None
-        checkpoints = self.vaes(data)
-        if "classifier" not in self.stages:
-            if "generate" in self.stages:
-                self.generate(data, checkpoints, needed)
-            return None, None
-        if self.cfg.rebalance.synthetic_source == "online":
+    # ---------------------------------------------------------------- the stages, in order
+    def adds_nothing(self) -> bool:
+        """The classifier is trained and its rebalancing adds no synthetic image."""
+        return "classifier" in self.stages and not any(self.needed.values())
+
+    def stage_vae(self, data: PreparedData) -> None:
+        """Train (or reuse) the VAE, unless the classifier gets no synthetic image."""
+        if self.adds_nothing():
+            self.skip(("vae",), NOTHING_ADDED)
+        else:
+            self.vaes(data)
+
+    def stage_generate(self, data: PreparedData) -> None:
+        """Write (or reuse) the synthetic set: what the rebalancing adds, or generate.per_grade;
+        confidence-filtered when rebalance.min_confidence is set."""
+        if self.adds_nothing():
+            self.skip(("generate",), NOTHING_ADDED)
+        elif "classifier" not in self.stages:
+            self.generate(data, self.vaes(data), self.needed)
+        elif self.cfg.rebalance.synthetic_source == "online":
             self.skip(("generate",), "synthetic images are drawn online")
-            g, sampler = self.cfg.generate, self.sampler(data, checkpoints)
-            source = partial(
-                DecoderSynthetic, checkpoints, needed, g.temperature, g.seed, g.batch_size, sampler
-            )
-            return source, "online:" + generate_key(checkpoints, needed, g, sampler)[0]
-        if self.cfg.rebalance.min_confidence is not None:
+        elif self.cfg.rebalance.min_confidence is not None:
+            checkpoints = self.vaes(data)
             chosen, key, generated, self.confidence = confident_synthetic(
                 self.cfg,
                 data.image_size,
                 checkpoints,
-                needed,
+                self.needed,
                 self.reference(data),
                 self.store,
                 self.sampler(data, checkpoints),
             )
             self.record("generate", generated.summary())
             self.generated = generated  # the candidates: what the generator made, unfiltered
-            return (lambda: chosen), key
-        generated = self.generate(data, checkpoints, needed)
-        source = partial(read_synthetic_images, generated.path, needed, data.image_size)
-        return source, generated.key
+            self.written = (lambda: chosen), key
+        else:
+            generated = self.generate(data, self.vaes(data), self.needed)
+            source = partial(read_synthetic_images, generated.path, self.needed, data.image_size)
+            self.written = source, generated.key
+
+    def classifier_synthetic(
+        self, data: PreparedData
+    ) -> tuple[Callable[[], SyntheticSource] | None, str | None]:
+        """What makes the classifier's synthetic images (read or loaded only if the classifier
+        is trained, not when it is reused) and a key over their origin; (None, None): none."""
+        if self.adds_nothing():
+            return None, None
+        if self.cfg.rebalance.synthetic_source == "online":
+            checkpoints, g = self.vaes(data), self.cfg.generate
+            sampler = self.sampler(data, checkpoints)
+            args = (checkpoints, self.needed, g.temperature, g.seed, g.batch_size, sampler)
+            key = generate_key(checkpoints, self.needed, g, sampler)[0]
+            return partial(DecoderSynthetic, *args), "online:" + key
+        return self.written  # the generate stage ran before (checked before any work)
+
+    def stage_classifier(self, data: PreparedData) -> None:
+        synthetic, self.synthetic_key = self.classifier_synthetic(data)
+        self.classify(data, self.rebalancing, synthetic, self.synthetic_key)
+
+    def stage_fidelity(self, data: PreparedData) -> None:
+        if "audit" not in self.stages:  # the audit judges fidelity itself
+            self.fidelity_alone(data, has_synthetic=self.synthetic_key is not None)
+
+    def stage_audit(self, data: PreparedData) -> None:
+        self.audit(data)
 
     def reference(self, data: PreparedData) -> StageResult:
         """The grading classifier trained on real images only (rebalance none): the audit's
@@ -313,16 +346,11 @@ class Run:
         data = prepare_data(self.cfg.data, self.store, self.train_sets)
         self.results["data"] = data_summary(data)
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
-        plan = None
         if "classifier" in self.stages or generate_needs_plan:
-            plan = self.plan(data.per_grade()["train"])  # before any training
-        synthetic, synthetic_key = self.synthetic(data, plan)
-        if plan is not None and "classifier" in self.stages:
-            self.classify(data, plan, synthetic, synthetic_key)
-        if "audit" in self.stages:  # fidelity included
-            self.audit(data)
-        elif "fidelity" in self.stages:
-            self.fidelity_alone(data, has_synthetic=synthetic_key is not None)
+            self.rebalancing = self.plan(data.per_grade()["train"])  # before any training
+            self.needed = self.rebalancing.synthetic
+        for stage in self.stages:  # in STAGES order
+            getattr(self, f"stage_{stage}")(data)
         return self.finish(start)
 
     def classify(
