@@ -58,6 +58,7 @@ def test_an_ensemble_of_a_run_with_its_copy_is_that_run(tmp_path: Path) -> None:
         ensemble.main(tmp_path / "out2", [tmp_path / "a", tmp_path / "b"])
 
 
+@pytest.mark.slow  # 7 s; an experiment script's, not the framework's default path
 def test_tta_members_score_as_the_runs_own_tta_rescoring(tmp_path: Path) -> None:
     """`--tta` averages each member's outputs over the flips and quarter turns: a one-member
     ensemble then scores as Lightning's own validate-and-test with `tta=true` does."""
