@@ -365,6 +365,8 @@ def test_command_line(tmp_path: Path) -> None:
     assert "drvae: error: generate.per_grade: grade 9 is outside 0-4" in bad.stderr
 
 
+@pytest.mark.slow  # 17 s; the VAE's reuse across counts runs by default in process
+# (test_a_new_synthetic_count_reuses_the_vae), a multirun in the W&B sweep test
 def test_a_sweep_over_counts_trains_the_vae_once(tmp_path: Path) -> None:
     """`drvae -m rebalance.per_grade=2,3`: two jobs, one VAE training, two synthetic sets,
     two classifiers, and the comparison table at the end."""
