@@ -55,6 +55,12 @@ def test_no_two_options_of_a_group_compose_to_the_same_config(group: str) -> Non
         seen[cfg] = f"{group}={option}"
 
 
+def test_every_data_option_names_its_reader() -> None:
+    """The shared data keys are not an option: `data=<option>` always has a source."""
+    for option in group_options()["data"]:
+        assert composed(f"data={option}").data.source == option
+
+
 def test_stage_trainer_lists_every_trainer_argument_drvae_does_not_set() -> None:
     arguments = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     listed = yaml.safe_load((CONF / "stage_trainer.yaml").read_text())

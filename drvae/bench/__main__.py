@@ -42,7 +42,7 @@ TARGETS = {
     "cache_build_speedup": (">=", 4.0),
     "sweep_cost_ratio": ("<=", 1.15),
 }
-DEFAULT_SIZE = 64  # conf/data/default.yaml image_size
+DEFAULT_SIZE = 64  # conf/data_base.yaml image_size
 
 
 def machine(device: str) -> dict[str, str]:
