@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from drvae.data.records import DataError
+from drvae.data.records import NUM_GRADES, DataError
 
 STAGES = ("vae", "generate", "classifier", "fidelity", "audit")  # in the order they run
 RESULTS = "results.json"
@@ -33,20 +33,25 @@ CLASSIFIER = "classifier.ckpt"  # in the classifier stage's folder
 SHARED_VAE = "vae.ckpt"  # one VAE conditioned on the grade (vae.model.num_classes > 0)
 
 
-def vae_files(per_grade: bool, grades: int) -> dict[str, list[int] | None]:
+def grade_vae(grade: int) -> str:
+    """The checkpoint of the VAE trained on one grade only (vae.model.num_classes=0)."""
+    return f"vae_grade{grade}.ckpt"
+
+
+def vae_files(per_grade: bool) -> dict[str, list[int] | None]:
     """The vae stage's checkpoint file names -> the grades each one draws (None: every grade,
     conditioned on it)."""
     if not per_grade:
         return {SHARED_VAE: None}
-    return {f"vae_grade{g}.ckpt": [g] for g in range(grades)}
+    return {grade_vae(g): [g] for g in range(NUM_GRADES)}
 
 
-def vae_checkpoints(files: dict[str, str], grades: int) -> dict[int, Path]:
+def vae_checkpoints(files: dict[str, str]) -> dict[int, Path]:
     """Grade -> the checkpoint that grade is drawn from, from the vae stage's files."""
     paths = {name: Path(p) for name, p in files.items()}
     if SHARED_VAE in paths:
-        return dict.fromkeys(range(grades), paths[SHARED_VAE])
-    return {g: paths[f"vae_grade{g}.ckpt"] for g in range(grades)}
+        return dict.fromkeys(range(NUM_GRADES), paths[SHARED_VAE])
+    return {g: paths[grade_vae(g)] for g in range(NUM_GRADES)}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

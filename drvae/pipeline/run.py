@@ -21,7 +21,7 @@ from drvae.callbacks.safeguards import TrainingDiverged
 from drvae.config import plain
 from drvae.data.dataset import FixedSynthetic, SyntheticSource
 from drvae.data.rebalance import RebalancePlan
-from drvae.data.records import NUM_GRADES, DataError
+from drvae.data.records import DataError
 from drvae.data.synthetic import read_manifest, read_synthetic_images
 from drvae.errors import ConfigError
 from drvae.models.checkpoints import CheckpointError
@@ -127,7 +127,6 @@ class Run:
         self.generated: StageResult | None = None
         self.confidence: dict[str, Any] | None = None  # what the confidence filter did
         self.rebalancing: RebalancePlan | None = None  # the classifier's (or generate's) plan
-        self.needed: dict[int, int] = {}  # synthetic images per grade the rebalancing adds
         self.written: tuple[Callable[[], SyntheticSource], str] | None = None  # by generate
         self.synthetic_key: str | None = None  # over the classifier's synthetic images
 
@@ -151,7 +150,7 @@ class Run:
         if "vae" in self.stages:
             vae = run_vae_stage(self.cfg, data, self.store, self.out / "logs")
             self.record("vae", vae.summary())
-            return vae_checkpoints(vae.info["checkpoints"], NUM_GRADES)
+            return vae_checkpoints(vae.info["checkpoints"])
         key = vae_key(self.cfg, data)
         record = self.store.finished("vae", key)
         if record is None:
@@ -161,7 +160,7 @@ class Run:
             )
         folder = self.store.folder("vae", key)
         files = {n: str(folder / n) for n in record["info"]["checkpoints"]}
-        return vae_checkpoints(files, NUM_GRADES)
+        return vae_checkpoints(files)
 
     def skip(self, stages: tuple[str, ...], why: str) -> None:
         for stage in stages:
@@ -267,6 +266,11 @@ class Run:
         self.results["audit"] = audited.info
 
     # ---------------------------------------------------------------- the stages, in order
+    @property
+    def needed(self) -> dict[int, int]:
+        """Synthetic images per grade the rebalancing adds (none without a plan)."""
+        return self.rebalancing.synthetic if self.rebalancing is not None else {}
+
     def adds_nothing(self) -> bool:
         """The classifier is trained and its rebalancing adds no synthetic image."""
         return "classifier" in self.stages and not any(self.needed.values())
@@ -348,7 +352,6 @@ class Run:
         generate_needs_plan = "generate" in self.stages and self.cfg.generate.per_grade is None
         if "classifier" in self.stages or generate_needs_plan:
             self.rebalancing = self.plan(data.per_grade()["train"])  # before any training
-            self.needed = self.rebalancing.synthetic
         for stage in self.stages:  # in STAGES order
             getattr(self, f"stage_{stage}")(data)
         return self.finish(start)

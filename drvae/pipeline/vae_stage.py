@@ -65,7 +65,7 @@ def build_vae(cfg: DictConfig, image_size: int) -> ConditionalVAE:
 def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
     """Checkpoint name -> the grades its VAE trains on (None: all, conditioned)."""
     if cfg.vae.model.num_classes:
-        return vae_files(per_grade=False, grades=NUM_GRADES)
+        return vae_files(per_grade=False)
     train = data.per_grade()["train"]
     empty = [g for g in range(NUM_GRADES) if not train[g]]
     if empty:
@@ -73,7 +73,7 @@ def _groups(cfg: DictConfig, data: PreparedData) -> dict[str, list[int] | None]:
             f"vae.model.num_classes=0 trains one VAE per grade, but grade(s) "
             f"{empty} have no training images"
         )
-    return vae_files(per_grade=True, grades=NUM_GRADES)
+    return vae_files(per_grade=True)
 
 
 def _fit_one(
