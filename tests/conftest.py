@@ -408,11 +408,12 @@ TINY = [
 
 
 def config(cache: Path, out: Path, *overrides: str):
-    """The composed root config: TINY (less its data size with data=aptos), the stage cache
-    and the run folder, then `overrides`."""
+    """The composed root config: TINY (less its data size with a real data source), the
+    stage cache and the run folder, then `overrides`."""
     from hydra import compose, initialize_config_module
 
-    tiny = [o for o in TINY if "data=aptos" not in overrides or not o.startswith("data.n_")]
+    real = any(o.startswith("data=") and o != "data=simulated" for o in overrides)
+    tiny = [o for o in TINY if not (real and o.startswith("data.n_"))]
     with initialize_config_module(config_module="drvae.conf", version_base="1.3"):
         return compose(
             "config",

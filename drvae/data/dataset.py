@@ -19,7 +19,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler, get_wo
 
 from drvae.data.cache import CachedDataset, from_mapped_state, mapped_state
 from drvae.data.rebalance import RebalancePlan, oversample_indices
-from drvae.data.records import NUM_GRADES
+from drvae.data.records import NUM_GRADES, fellow_eyes
 from drvae.data.splits import Splits, at_most_per_grade
 
 # An albumentations transform (or anything called the same way): image=(S, S, 3) uint8.
@@ -213,6 +213,11 @@ class FundusDataModule(L.LightningDataModule):
             grades = self.cache_grades[indices]
             indices = at_most_per_grade(indices, grades, *self.train_per_grade)
         return indices
+
+    def fellow_index(self, split: str) -> np.ndarray:
+        """(N,) per image of `split` in loader order, the position of the same patient's
+        other eye in that split; -1 where it is not there (`records.fellow_eyes`)."""
+        return fellow_eyes([self.cache.records[i] for i in self.indices(split)])
 
     def dataset(self, split: str) -> ImageArray:
         """The real images of a split, unaugmented (what val and test always are)."""

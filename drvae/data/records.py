@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 NUM_GRADES = 5
 GRADE_NAMES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative")
@@ -58,6 +61,18 @@ class Record:
     array_key: str | None = None
     index: int | None = None
     synthetic: bool = False
+
+
+def fellow_eyes(records: Sequence[Record]) -> np.ndarray:
+    """(N,) for each record, the position in `records` of the same patient's other eye (same
+    source and patient, the other of left and right); -1 where it is not among them or the
+    record has no eye (a source without eyes, e.g. APTOS)."""
+    position = {(r.source, r.patient, r.eye): i for i, r in enumerate(records) if r.eye}
+    other = {"left": "right", "right": "left"}
+    return np.array(
+        [position.get((r.source, r.patient, other[r.eye]), -1) if r.eye else -1 for r in records],
+        dtype=np.int64,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from drvae.errors import ConfigError
 from drvae.metrics.grading import confusion_matrix, grading_metrics
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds
 from drvae.models.classifier_loss import make_loss, soft_cross_entropy
+from drvae.models.fellow_eye import fit_fellow_weight, with_fellow
 from drvae.models.grading_heads import (
     THRESHOLDED,
     grade_score,
@@ -126,6 +127,10 @@ class GradeClassifier(L.LightningModule):
         compile: `torch.compile` the network for training (in place: checkpoints unchanged).
         tta: test-time augmentation: validation, test and predictions average the outputs
             over the 8 flips and quarter turns of each image (8x the evaluation cost).
+        fellow_eye: grade a patient's two eyes together in validation and test: each
+            image's outputs are blended with its fellow eye's, the weight fitted on the
+            validation images (`drvae.models.fellow_eye`; kept in the checkpoint). Needs a
+            `FundusDataModule` (it knows patients and eyes) and one process.
         mixup: None, or timm `Mixup` settings (mixup_alpha, cutmix_alpha, prob,
             switch_prob, ...): training batches are blended image with image and learnt
             against the blended grades; classification head with the "ce" loss only.
@@ -150,6 +155,7 @@ class GradeClassifier(L.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         tta: bool = False,
+        fellow_eye: bool = False,
         mixup: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
@@ -172,6 +178,7 @@ class GradeClassifier(L.LightningModule):
         # Regression cut points: not a buffer, so that weight averaging (EMA) leaves them be;
         # saved in and restored from the checkpoint by the hooks below.
         self.thresholds = torch.tensor(DEFAULT_THRESHOLDS)
+        self.fellow_weight = 0.0  # fellow_eye: the fellow eye's share, fitted on validation
         self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.metrics = torch.nn.ModuleDict(
             {s: grading_metrics(f"{s}/", num_classes) for s in ("val", "test")}
@@ -257,6 +264,29 @@ class GradeClassifier(L.LightningModule):
         fitted = fit_thresholds(score.cpu().numpy(), grades.cpu().numpy())
         self.thresholds = torch.tensor(fitted)
 
+    def _fellow_index(self, stage: str, n: int) -> Tensor | None:
+        """fellow_eye: (n,) the fellow eye's position among the stage's n outputs, or -1."""
+        if not self.hparams.fellow_eye:
+            return None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.trainer.world_size > 1 or not hasattr(datamodule, "fellow_index"):
+            raise ConfigError(
+                "classifier.model.fellow_eye=true needs one process and drvae's "
+                "FundusDataModule (it knows each image's patient and eye); set it to false"
+            )
+        index = torch.as_tensor(datamodule.fellow_index(stage)[:n])
+        return torch.where(index < n, index, -1)  # a prefix of the split (limit_*_batches)
+
+    def _fit_fellow(self, outputs: Tensor, grades: Tensor, fellow: Tensor) -> None:
+        """The fellow eye's weight (and thresholds, when fitted) that maximise validation QWK."""
+        refit = self.hparams.head in THRESHOLDED and self.hparams.fit_thresholds
+        fixed = None if refit else self.thresholds
+        self.fellow_weight, thresholds = fit_fellow_weight(
+            self.hparams.head, outputs.cpu(), grades.cpu(), fellow, fixed
+        )
+        if thresholds is not None:
+            self.thresholds = thresholds
+
     def _score_epoch(self, stage: str) -> None:
         outputs_list = self.epoch_outputs[stage]
         self.epoch_outputs[stage] = []
@@ -264,8 +294,13 @@ class GradeClassifier(L.LightningModule):
             return
         outputs, grades = (torch.cat(parts) for parts in zip(*outputs_list, strict=True))
         hp = self.hparams
-        if stage == "val" and hp.head in THRESHOLDED and hp.fit_thresholds:
+        fellow = self._fellow_index(stage, len(grades))
+        if fellow is not None and stage == "val":
+            self._fit_fellow(outputs, grades, fellow)
+        elif stage == "val" and hp.head in THRESHOLDED and hp.fit_thresholds:
             self._refit_thresholds(outputs, grades)
+        if fellow is not None:
+            outputs = with_fellow(outputs, fellow.to(outputs.device), self.fellow_weight)
         probs = self.grade_probabilities(outputs)  # (N, K); argmax = final grade
         self.metrics[stage].update(probs, grades)
         self.confusion[stage].update(probs, grades)
@@ -321,7 +356,9 @@ class GradeClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["drvae"] = CHECKPOINT_KIND
         checkpoint["grade_thresholds"] = self.thresholds.tolist()
+        checkpoint["fellow_eye_weight"] = self.fellow_weight
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "grade_thresholds" in checkpoint:  # absent from checkpoints before the heads
             self.thresholds = torch.tensor(checkpoint["grade_thresholds"])
+        self.fellow_weight = checkpoint.get("fellow_eye_weight", 0.0)

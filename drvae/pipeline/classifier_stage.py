@@ -47,7 +47,7 @@ def classifier_key(
         weights_key(c.model.model_name, weights),
         data.key,
         cfg.seed,
-        c.model,
+        model_key_material(c.model),
         c.optimizer,
         c.scheduler,
         c.batch_size,
@@ -67,6 +67,30 @@ def weights_key(model_name: str, weights: str | bool | None) -> str | None:
     if weights is True or str(weights).startswith(HUB_PREFIX):
         return f"hub:{model_name if weights is True else weights}"
     return sha256_file(Path(weights).expanduser())
+
+
+def model_key_material(model: DictConfig) -> dict[str, Any]:
+    """`classifier.model`, without the keys added since whose default is unchanged
+    behaviour (so the stages trained before them stay valid)."""
+    material = plain(model)
+    if not material.get("fellow_eye"):
+        material.pop("fellow_eye", None)
+    return material
+
+
+def fellow_eye_pairs(cfg: DictConfig, dm: FundusDataModule) -> dict[str, int] | None:
+    """classifier.model.fellow_eye: how many validation and test images have their fellow
+    eye in their split; a clear error where no validation image has (nothing to fit)."""
+    if not cfg.classifier.model.get("fellow_eye"):
+        return None
+    pairs = {split: int((dm.fellow_index(split) >= 0).sum()) for split in ("val", "test")}
+    if not pairs["val"]:
+        raise ConfigError(
+            f"classifier.model.fellow_eye=true, but no validation image of data.source "
+            f"{cfg.data.source!r} has its fellow eye (same patient, the other eye) in the "
+            "split: the source records no eyes or no pairs; set it to false"
+        )
+    return pairs
 
 
 def recipe_key_material(c: DictConfig) -> dict[str, Any]:
@@ -145,6 +169,7 @@ def _train_and_test(
     label: str,
     predictions: Path,
 ) -> tuple[Path, dict[str, Any]]:
+    pairs = fellow_eye_pairs(cfg, dm)  # before training: a config error fails fast
     best = best_checkpoint(scratch, cfg.classifier.monitor)
     confusion = ConfusionMatrixLogger()
     # The training loader is rebuilt each epoch (make_trainer): online synthetic images
@@ -167,6 +192,8 @@ def _train_and_test(
         "confusion_matrix": best_model.last_confusion["test"].tolist(),
         **fit,
     }
+    if pairs is not None:
+        info["fellow_eye"] = {"weight": best_model.fellow_weight, "n_paired": pairs}
     return checkpoint, info
 
 
