@@ -1,6 +1,6 @@
 """Grading a patient's two eyes together, the last step of the EyePACS 2015 solutions: both
 eyes of a patient usually carry the same or a neighbouring grade (on eyepacs128 the two eyes'
-true grades agree with QWK 0.86), so each eye's head outputs are blended with its fellow
+true grades agree with QWK 0.84), so each eye's head outputs are blended with its fellow
 eye's, (1 - w) own + w fellow's, where the fellow eye is in the same split. The weight w is
 chosen on the validation images (with the grade thresholds, for the thresholded heads) to
 maximise QWK, from `WEIGHTS`: 0 (each eye alone) is always a candidate."""
