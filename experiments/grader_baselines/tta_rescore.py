@@ -15,7 +15,7 @@ refitted on validation), then tta false with the thresholds 0.5, 1.5, 2.5, 3.5 (
 false: what the fitting adds over rounding the regressed or expected grade). With
 `--fellow-eye` (EyePACS: every image is <patient>_<left|right>), instead: each eye alone,
 then both eyes graded together (`classifier.model.fellow_eye=true`: the fellow eye's weight
-and the thresholds fitted on validation), without and with TTA. The checkpoint is the one
+and the thresholds fitted on validation), without TTA. The checkpoint is the one
 the run kept, chosen by each eye's validation QWK alone.
 """
 
@@ -65,7 +65,7 @@ def finished_run(run: Path) -> tuple[Path, FundusDataModule]:
 
 
 SETTINGS = ((False, True, False), (True, True, False), (False, False, False))  # tta, fitted, fellow
-FELLOW_SETTINGS = ((False, True, False), (False, True, True), (True, True, True))
+FELLOW_SETTINGS = ((False, True, False), (False, True, True))
 
 
 def rescore(run: Path, settings: tuple[tuple[bool, bool, bool], ...] = SETTINGS) -> list[dict]:
