@@ -4,7 +4,9 @@ blend and its fitted weight, and a run on EyePACS-layout data that records and a
 from __future__ import annotations
 
 import csv
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -171,3 +173,33 @@ def test_a_source_without_eyes_is_refused(tmp_path: Path, eyes: dict) -> None:
     cfg = config(tmp_path / "cache", tmp_path / "out", *overrides)
     with pytest.raises(ConfigError, match=r"classifier.model.fellow_eye=true.*'aptos'"):
         run(cfg)
+
+
+@pytest.mark.slow  # 10 s; an experiment script's, not the framework's default path
+def test_the_learnt_combination_probe_starts_from_the_products_blend(eyes: dict) -> None:
+    """experiments/grader_baselines/fellow_stack.py: its "own" rule scores as each eye alone
+    does in `tta_rescore.py`, its "mean" as the product's blend at weight 0.5 (thresholds
+    fitted on validation both ways), and each learnt rule reports one coefficient per input."""
+    script = Path(__file__).parents[1] / "experiments" / "grader_baselines" / "fellow_stack.py"
+    sys.path.insert(0, str(script.parent))  # as when run as a script: it imports its siblings
+    try:
+        fellow_stack = importlib.import_module("fellow_stack")
+        rows = {row["rule"]: row for row in fellow_stack.combined(eyes["out"])}
+        alone = sys.modules["tta_rescore"].rescore(eyes["out"], ((False, True, False),))[0]
+    finally:
+        sys.path.remove(str(script.parent))
+    assert list(rows) == list(fellow_stack.RULES)
+    for key in ("val/qwk", "test/qwk"):
+        assert rows["own"][key] == pytest.approx(alone[key], abs=1e-3)
+    scores = sys.modules["ensemble"].member_scores(eyes["out"], tta=False)
+    _, dm = sys.modules["tta_rescore"].finished_run(eyes["out"])
+    dm.setup("test")
+    blended = {}
+    for split, (_, own, grades) in scores.items():
+        fellow = torch.as_tensor(dm.fellow_index(split))
+        blended[split] = with_fellow(torch.as_tensor(own)[:, None], fellow, 0.5)[:, 0].numpy()
+    cuts = fit_thresholds(blended["val"], scores["val"][2])
+    expected = qwk(scores["test"][2], to_grades(blended["test"], cuts))
+    assert rows["mean"]["test/qwk"] == pytest.approx(expected, abs=1e-3)
+    assert len(rows["linear(own, fellow)"]["coefficients"]) == 2
+    assert len(rows["linear(own, fellow, max)"]["coefficients"]) == 3
