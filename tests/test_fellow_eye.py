@@ -195,7 +195,7 @@ def test_the_learnt_combination_probe_starts_from_the_products_blend(eyes: dict)
     _, dm = sys.modules["tta_rescore"].finished_run(eyes["out"])
     dm.setup("test")
     blended = {}
-    for split, (_, own, grades) in scores.items():
+    for split, (_, own, _) in scores.items():
         fellow = torch.as_tensor(dm.fellow_index(split))
         blended[split] = with_fellow(torch.as_tensor(own)[:, None], fellow, 0.5)[:, 0].numpy()
     cuts = fit_thresholds(blended["val"], scores["val"][2])
