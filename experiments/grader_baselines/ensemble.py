@@ -26,6 +26,7 @@ import torch
 from tta_rescore import finished_run  # this folder: the script's own directory is on sys.path
 
 from drvae.atomic import write_json
+from drvae.data.dataset import FundusDataModule
 from drvae.metrics.grading import grading_metrics
 from drvae.metrics.thresholds import fit_thresholds
 from drvae.models.checkpoints import load_classifier
@@ -47,7 +48,11 @@ Scores = dict[str, tuple[list[str], np.ndarray, np.ndarray]]  # split -> (ids, s
 
 def member_scores(run: Path, tta: bool) -> Scores:
     """The run's classifier's regressed grade on every validation and test image."""
-    checkpoint, dm = finished_run(run)
+    return checkpoint_scores(run, *finished_run(run), tta)
+
+
+def checkpoint_scores(run: Path, checkpoint: Path, dm: FundusDataModule, tta: bool) -> Scores:
+    """`member_scores` for a run whose checkpoint and data (`finished_run`) are at hand."""
     model = load_classifier(checkpoint).eval()
     model.hparams.tta = tta
     if model.hparams.head != "regression":

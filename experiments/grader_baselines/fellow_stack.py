@@ -4,8 +4,8 @@ a config option? A probe on finished regression runs, no retraining.
 
     .venv/bin/python experiments/grader_baselines/fellow_stack.py RUN_DIR [...]
 
-For each run, the regressed grade of every validation and test image (`ensemble.member_scores`)
-is combined with its fellow eye's (itself where the fellow eye is not in the split) by each
+For each run, the regressed grade of every validation and test image (`ensemble.checkpoint_scores`)
+is combined with its fellow eye's (its own where the fellow eye is not in the split) by each
 rule of `RULES`; the learnt ones are a least-squares fit of the true grade on validation, and
 their grade thresholds are fitted on 5-fold cross-fitted validation predictions, so that no
 threshold sees a prediction of its own image. Prints one JSON line per run and rule: the
@@ -20,10 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from ensemble import graded, member_scores  # this folder: the script's directory is on sys.path
+import torch
+from ensemble import checkpoint_scores, graded  # this folder: the script's directory is on sys.path
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import cross_val_predict
 from tta_rescore import finished_run
+
+from drvae.models.fellow_eye import with_fellow
 
 Features = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (own, fellow's) -> (N, F)
 RULES: dict[str, tuple[Features, bool]] = {  # name -> (features, learnt)
@@ -35,13 +38,12 @@ RULES: dict[str, tuple[Features, bool]] = {  # name -> (features, learnt)
 
 
 def combined(run: Path) -> list[dict]:
-    scores = member_scores(run, tta=False)
-    _, dm = finished_run(run)
-    dm.setup("test")
+    checkpoint, dm = finished_run(run)
     inputs = {}
-    for split, (ids, own, grades) in scores.items():
-        fellow = dm.fellow_index(split)
-        inputs[split] = ids, own, np.where(fellow >= 0, own[fellow], own), grades
+    for split, (ids, own, grades) in checkpoint_scores(run, checkpoint, dm, tta=False).items():
+        fellow = torch.as_tensor(dm.fellow_index(split))
+        other = with_fellow(torch.as_tensor(own)[:, None], fellow, 1.0)[:, 0].numpy()
+        inputs[split] = ids, own, other, grades  # other: the fellow eye's, else its own
     rows = []
     for name, (features, learnt) in RULES.items():
         (v_ids, v_own, v_other, v_grades), (t_ids, t_own, t_other, t_grades) = inputs.values()
