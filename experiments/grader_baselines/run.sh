@@ -56,6 +56,7 @@ eyepacs64/recipe_regression_bengraham_e60_s1 $EP64 data.preprocess.ben_graham=tr
 eyepacs64/recipe_regression_bengraham_e60_s2 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.trainer.max_epochs=60 seed=2
 eyepacs128/recipe_regression_bengraham_in256_e25_s0 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=256 classifier.trainer.max_epochs=25 seed=0
 eyepacs128/recipe_regression_bengraham_in192_e25_s1 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=192 classifier.trainer.max_epochs=25 seed=1
+eyepacs128/recipe_regression_bengraham_in192_e25_s2 $EP128 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.input_size=192 classifier.trainer.max_epochs=25 seed=2
 eyepacs64/recipe_regression_bengraham_resnet18d_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.model_name=resnet18d classifier.trainer.max_epochs=60 seed=0
 eyepacs64/recipe_regression_bengraham_effb0_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.model.model_name=efficientnet_b0 classifier.trainer.max_epochs=60 seed=0
 eyepacs64/recipe_regression_bengraham_shuffle_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.sampler=shuffle classifier.trainer.max_epochs=60 seed=0
