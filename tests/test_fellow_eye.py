@@ -8,6 +8,7 @@ import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -175,19 +176,24 @@ def test_a_source_without_eyes_is_refused(tmp_path: Path, eyes: dict) -> None:
         run(cfg)
 
 
+def grader_script(name: str) -> ModuleType:
+    """A script of experiments/grader_baselines, imported as when run: its siblings importable."""
+    folder = str(Path(__file__).parents[1] / "experiments" / "grader_baselines")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
+
+
 @pytest.mark.slow  # 10 s; an experiment script's, not the framework's default path
 def test_the_learnt_combination_probe_starts_from_the_products_blend(eyes: dict) -> None:
     """experiments/grader_baselines/fellow_stack.py: its "own" rule scores as each eye alone
     does in `tta_rescore.py`, its "mean" as the product's blend at weight 0.5 (thresholds
     fitted on validation both ways), and each learnt rule reports one coefficient per input."""
-    script = Path(__file__).parents[1] / "experiments" / "grader_baselines" / "fellow_stack.py"
-    sys.path.insert(0, str(script.parent))  # as when run as a script: it imports its siblings
-    try:
-        fellow_stack = importlib.import_module("fellow_stack")
-        rows = {row["rule"]: row for row in fellow_stack.combined(eyes["out"])}
-        alone = sys.modules["tta_rescore"].rescore(eyes["out"], ((False, True, False),))[0]
-    finally:
-        sys.path.remove(str(script.parent))
+    fellow_stack = grader_script("fellow_stack")
+    rows = {row["rule"]: row for row in fellow_stack.combined(eyes["out"])}
+    alone = sys.modules["tta_rescore"].rescore(eyes["out"], ((False, True, False),))[0]
     assert list(rows) == list(fellow_stack.RULES)
     for key in ("val/qwk", "test/qwk"):
         assert rows["own"][key] == pytest.approx(alone[key], abs=1e-3)
@@ -203,3 +209,26 @@ def test_the_learnt_combination_probe_starts_from_the_products_blend(eyes: dict)
     assert rows["mean"]["test/qwk"] == pytest.approx(expected, abs=1e-3)
     assert len(rows["linear(own, fellow)"]["coefficients"]) == 2
     assert len(rows["linear(own, fellow, max)"]["coefficients"]) == 3
+
+
+@pytest.mark.slow  # 15 s; an experiment script's, not the framework's default path
+def test_the_feature_probe_reads_the_heads_input_and_scores_every_rule(eyes: dict) -> None:
+    """experiments/grader_baselines/fellow_features.py: the features it reads are what the
+    network's head turns into the regressed grade, its "mean" rule scores as fellow_stack's,
+    and every learnt rule is scored against the mean on the same test images."""
+    probe = grader_script("fellow_features")
+    checkpoint, dm = sys.modules["tta_rescore"].finished_run(eyes["out"])
+    model = load_classifier(checkpoint).eval()
+    dm.setup("test")
+    split = probe.split_outputs(model, dm, "test")
+    with torch.inference_mode():
+        head = model.net.get_classifier()(torch.as_tensor(split["features"]))[:, 0]
+    assert np.allclose(head.numpy(), split["score"], atol=1e-4)
+    assert (split["fellow"] == dm.fellow_index("test")).all()
+    rows = {row["rule"]: row for row in probe.combined(eyes["out"])}
+    assert list(rows) == ["mean", "own", *probe.RULES]
+    stacked = {row["rule"]: row for row in grader_script("fellow_stack").combined(eyes["out"])}
+    for rule in ("mean", "own"):
+        assert rows[rule]["test/qwk"] == pytest.approx(stacked[rule]["test/qwk"], abs=1e-3)
+    assert rows["ridge(own, fellow features), train"]["n_inputs"] == 2 * split["features"].shape[1]
+    assert all("against_mean" in rows[rule] for rule in rows if rule != "mean")
