@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 from ensemble import graded, paired_delta  # this folder: the script's directory is on sys.path
+from sklearn.base import RegressorMixin
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.metrics import mean_squared_error
 from sklearn.model_selection import cross_val_predict
@@ -43,7 +44,9 @@ from drvae.models.fellow_eye import with_fellow
 ALPHAS = np.logspace(-1, 5, 13)
 SPLITS = ("train", "val", "test")
 Split = dict[str, np.ndarray]  # features (N, F), score (N,), grade (N,), fellow (N,)
-Inputs = Callable[[Split], np.ndarray]  # a split -> (N, F') ridge inputs
+Inputs = Callable[[Split], np.ndarray]  # a split -> (N, F') inputs of a rule
+SplitInputs = dict[str, np.ndarray]  # split name -> that split's inputs
+Data = dict[str, Split]  # split name -> its features, scores, grades and fellows
 RULES: dict[str, tuple[Inputs, str]] = {  # name -> (inputs, fitted on)
     "ridge(own features), train": (lambda s: s["features"], "train"),
     "ridge(own, fellow features), train": (lambda s: _paired(s), "train"),
@@ -79,21 +82,42 @@ def split_outputs(model: GradeClassifier, dm: FundusDataModule, split: str) -> S
     }
 
 
-def fitted_on_train(x: dict[str, np.ndarray], data: dict[str, Split]) -> tuple[np.ndarray, ...]:
-    """A ridge fitted on the training images, its penalty the one with the lowest validation
-    MSE; its validation and test predictions, and the penalty."""
+def chosen_on_val(
+    estimator: Callable[[float], RegressorMixin],
+    penalties: Iterable[float],
+    x: SplitInputs,
+    data: Data,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """`estimator(penalty)` on standardised inputs, fitted on the training images for each
+    penalty; the one with the lowest validation MSE: its validation and test predictions, and
+    its penalty."""
     fits = {}
-    for alpha in ALPHAS:
-        model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(
-            x["train"], data["train"]["grade"]
-        )
+    for penalty in penalties:
+        model = make_pipeline(StandardScaler(), estimator(penalty))
+        model.fit(x["train"], data["train"]["grade"])
         val = model.predict(x["val"])
-        fits[alpha] = mean_squared_error(data["val"]["grade"], val), val, model.predict(x["test"])
-    alpha = min(fits, key=lambda a: fits[a][0])
-    return fits[alpha][1], fits[alpha][2], alpha
+        fits[penalty] = mean_squared_error(data["val"]["grade"], val), val, model.predict(x["test"])
+    best = min(fits, key=lambda p: fits[p][0])
+    return fits[best][1], fits[best][2], best
 
 
-def fitted_on_val(x: dict[str, np.ndarray], data: dict[str, Split]) -> tuple[np.ndarray, ...]:
+def ridge_on_train(x: SplitInputs, data: Data) -> tuple[np.ndarray, np.ndarray, float]:
+    return chosen_on_val(lambda alpha: Ridge(alpha=alpha), ALPHAS, x, data)
+
+
+def mlp_on_train(x: SplitInputs, data: Data) -> tuple[np.ndarray, np.ndarray, float]:
+    """One hidden layer of 64 units, early stopping on 10% of the training images."""
+    return chosen_on_val(
+        lambda alpha: MLPRegressor(
+            hidden_layer_sizes=(64,), alpha=alpha, early_stopping=True, max_iter=300, random_state=0
+        ),
+        (1e-2, 1.0, 10.0),
+        x,
+        data,
+    )
+
+
+def ridge_on_val(x: SplitInputs, data: Data) -> tuple[np.ndarray, np.ndarray, float]:
     """A ridge fitted on the validation images: 5-fold cross-fitted validation predictions
     (for the thresholds), test predictions from the fit on all of them, and its penalty."""
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS))
@@ -102,22 +126,7 @@ def fitted_on_val(x: dict[str, np.ndarray], data: dict[str, Split]) -> tuple[np.
     return val, model.predict(x["test"]), float(model[-1].alpha_)
 
 
-def mlp_on_train(x: dict[str, np.ndarray], data: dict[str, Split]) -> tuple[np.ndarray, ...]:
-    """A one-hidden-layer network fitted on the training images (early stopping on 10% of
-    them), its weight decay the one with the lowest validation MSE, as `fitted_on_train`."""
-    fits = {}
-    for alpha in (1e-2, 1.0, 10.0):
-        mlp = MLPRegressor(
-            hidden_layer_sizes=(64,), alpha=alpha, early_stopping=True, max_iter=300, random_state=0
-        )
-        model = make_pipeline(StandardScaler(), mlp).fit(x["train"], data["train"]["grade"])
-        val = model.predict(x["val"])
-        fits[alpha] = mean_squared_error(data["val"]["grade"], val), val, model.predict(x["test"])
-    alpha = min(fits, key=lambda a: fits[a][0])
-    return fits[alpha][1], fits[alpha][2], alpha
-
-
-FITS = {"train": fitted_on_train, "val": fitted_on_val, "train-mlp": mlp_on_train}
+FITS = {"train": ridge_on_train, "val": ridge_on_val, "train-mlp": mlp_on_train}
 
 
 def combined(run: Path) -> list[dict]:
