@@ -322,16 +322,34 @@ def test_test_time_augmentation_makes_the_grade_invariant_to_flips_and_turns() -
 # ------------------------------------------------------------------ mixup / cutmix
 
 
-def test_soft_cross_entropy_is_cross_entropy_on_one_hot_targets() -> None:
-    from drvae.models.classifier_loss import soft_cross_entropy
+def test_soft_target_losses_are_the_plain_losses_on_one_hot_targets() -> None:
+    from drvae.models.grading_heads import soft_target_loss
 
-    logits, grades = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 4])
+    grades = torch.tensor([0, 1, 2, 3, 4, 4])
     one_hot = torch.nn.functional.one_hot(grades, 5).float()
     weight = torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0])
-    plain = torch.nn.functional.cross_entropy(logits, grades)
-    weighted = torch.nn.functional.cross_entropy(logits, grades, weight=weight)
-    assert soft_cross_entropy(logits, one_hot) == pytest.approx(float(plain))
-    assert soft_cross_entropy(logits, one_hot, weight) == pytest.approx(float(weighted))
+    logits = torch.randn(6, 5)
+    for w in (None, weight):
+        plain = torch.nn.functional.cross_entropy(logits, grades, weight=w)
+        assert soft_target_loss("classification", logits, one_hot, w) == pytest.approx(float(plain))
+        for head, width in (("regression", 1), ("ordinal", 4)):
+            outputs = torch.randn(6, width)
+            expected = float(head_loss(head, outputs, grades, w))
+            assert soft_target_loss(head, outputs, one_hot, w) == pytest.approx(expected)
+
+
+def test_blended_grades_are_learnt_as_their_mean_grade_and_their_exceedances() -> None:
+    """A 30/70 blend of grades 0 and 4: the regression head's target is 2.8, the ordinal
+    head's P(grade > k) is 0.7 at every cut."""
+    from drvae.models.grading_heads import soft_target_loss
+
+    blend = torch.tensor([[0.3, 0.0, 0.0, 0.0, 0.7]])
+    assert soft_target_loss("regression", torch.tensor([[2.8]]), blend, None) == 0
+    assert soft_target_loss("regression", torch.tensor([[4.0]]), blend, None) > 0.5
+    exact = torch.logit(torch.full((1, 4), 0.7))
+    floor = float(soft_target_loss("ordinal", exact, blend, None))  # the blend's own entropy
+    assert floor == pytest.approx(4 * float(torch.distributions.Bernoulli(0.7).entropy()))
+    assert soft_target_loss("ordinal", torch.full((1, 4), 9.0), blend, None) > floor + 1
 
 
 def test_mixup_blends_the_training_images_and_learns_the_blended_grades() -> None:
@@ -351,12 +369,29 @@ def test_mixup_blends_the_training_images_and_learns_the_blended_grades() -> Non
     assert float(odd) == pytest.approx(float(model.loss(model(images[:3]), grades[:3])), rel=1e-4)
 
 
-def test_mixup_is_refused_where_there_are_no_soft_labels() -> None:
+def test_mixup_is_refused_with_the_focal_loss() -> None:
     from drvae.errors import ConfigError
 
-    for head, loss in [("regression", "ce"), ("ordinal", "ce"), ("classification", "focal")]:
-        with pytest.raises(ConfigError, match=r"classifier\.model\.mixup needs head"):
-            GradeClassifier(MODEL, image_size=SIZE, head=head, loss=loss, mixup={"prob": 1.0})
+    with pytest.raises(ConfigError, match=r"classifier\.model\.mixup needs loss=ce"):
+        GradeClassifier(MODEL, image_size=SIZE, loss="focal", mixup={"prob": 1.0})
+
+
+def test_mixup_trains_the_regression_head_on_the_blends_mean_grade() -> None:
+    """The regression head with mixup: timm's blend weight fixes the target, lam * y_i +
+    (1 - lam) * y_flipped; the step's loss is the smooth L1 against it."""
+    torch.manual_seed(0)
+    model = GradeClassifier(MODEL, image_size=SIZE, head="regression", mixup={"mixup_alpha": 1.0})
+    images, grades = images_uint8(4, seed=3), torch.tensor([0, 1, 3, 4])
+    np.random.seed(0)
+    np.random.rand()  # timm draws whether to mix (prob 1), then the blend weight
+    lam = float(np.random.beta(1.0, 1.0))
+    np.random.seed(0)
+    seen: list[torch.Tensor] = []
+    model.net.register_forward_hook(lambda _m, _args, out: seen.append(out))
+    loss = model.training_step((images, grades), 0)
+    target = lam * grades.float() + (1 - lam) * grades.flip(0).float()
+    expected = torch.nn.functional.smooth_l1_loss(seen[0][:, 0].float(), target)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_a_balance_schedule_without_a_last_epoch_is_refused_before_any_work(tmp_path: Path) -> None:

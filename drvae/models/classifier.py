@@ -25,7 +25,7 @@ from drvae.data.records import NUM_GRADES
 from drvae.errors import ConfigError
 from drvae.metrics.grading import confusion_matrix, grading_metrics
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds
-from drvae.models.classifier_loss import make_loss, soft_cross_entropy
+from drvae.models.classifier_loss import make_loss
 from drvae.models.fellow_eye import fit_fellow_weight, with_fellow
 from drvae.models.grading_heads import (
     THRESHOLDED,
@@ -33,6 +33,7 @@ from drvae.models.grading_heads import (
     grade_scores,
     head_loss,
     head_outputs,
+    soft_target_loss,
 )
 from drvae.models.optim import configure_optimizers
 from drvae.models.vae import to_unit
@@ -92,15 +93,17 @@ def _from_hub(name: str, settings: dict[str, Any]) -> torch.nn.Module:
 def make_mixup(
     settings: dict[str, Any] | None, head: str, loss: str, num_classes: int, smoothing: float
 ) -> Mixup | None:
-    """timm's Mixup / CutMix for training batches, or None; it needs soft-label
-    cross-entropy, which only the classification head with the "ce" loss has."""
+    """timm's Mixup / CutMix for training batches, or None. Every head learns the blended
+    grades (`soft_target_loss`); the classification head only with the "ce" loss (the
+    focal loss has no soft-label form), and label smoothing only there."""
     if not settings:
         return None
-    if head != "classification" or loss != "ce":
+    if head == "classification" and loss != "ce":
         raise ConfigError(
-            f"classifier.model.mixup needs head=classification and loss=ce (soft-label "
-            f"cross-entropy), got head={head!r}, loss={loss!r}"
+            f"classifier.model.mixup needs loss=ce with head=classification (soft-label "
+            f"cross-entropy), got loss={loss!r}"
         )
+    smoothing = smoothing if head == "classification" else 0.0
     return Mixup(**{"label_smoothing": smoothing, **settings, "num_classes": num_classes})
 
 
@@ -133,7 +136,8 @@ class GradeClassifier(L.LightningModule):
             `FundusDataModule` (it knows patients and eyes) and one process.
         mixup: None, or timm `Mixup` settings (mixup_alpha, cutmix_alpha, prob,
             switch_prob, ...): training batches are blended image with image and learnt
-            against the blended grades; classification head with the "ce" loss only.
+            against the blended grades (the regression head: their mean grade; the
+            ordinal head: their P(grade > k)); with the classification head, "ce" only.
         optimizer, scheduler: `_partial_` config dictionaries for hydra's `instantiate`.
         monitor: the validation metric the scheduler (if any) watches.
     """
@@ -235,7 +239,7 @@ class GradeClassifier(L.LightningModule):
         images, grades = batch
         if self.mixup is not None and len(grades) % 2 == 0:  # timm pairs the batch off
             mixed, targets = self.mixup(to_unit(images), grades)
-            loss = soft_cross_entropy(self(mixed), targets, self.class_weights)
+            loss = soft_target_loss(self.hparams.head, self(mixed), targets, self.class_weights)
         else:
             outputs = self(images)
             loss = self.loss(outputs, grades)

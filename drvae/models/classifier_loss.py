@@ -1,5 +1,6 @@
-"""Grading losses: cross-entropy (optionally class-weighted, label-smoothed), focal loss, and
-cross-entropy against the soft targets of mixed images (mixup / cutmix)."""
+"""The classification head's losses: cross-entropy (optionally class-weighted,
+label-smoothed) and focal loss. (Losses against mixup's blended grades, for every head:
+`drvae.models.grading_heads.soft_target_loss`.)"""
 
 from __future__ import annotations
 
@@ -51,14 +52,3 @@ def make_loss(
     if name == "focal":
         return FocalLoss(focal_gamma, weight, label_smoothing)
     raise ValueError(f"loss {name!r}: expected one of {LOSSES}")
-
-
-def soft_cross_entropy(logits: Tensor, targets: Tensor, weight: Tensor | None = None) -> Tensor:
-    """Cross-entropy against (B, K) soft targets (timm's Mixup gives them). `weight` (K,)
-    weighs each image by its targets' blend of class weights; with one-hot targets this is
-    `F.cross_entropy`'s weighted mean."""
-    loss = -(targets * logits.log_softmax(dim=1)).sum(dim=1)  # (B,)
-    if weight is None:
-        return loss.mean()
-    w = targets @ weight.to(targets)  # (B,)
-    return (w * loss).sum() / w.sum()

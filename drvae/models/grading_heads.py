@@ -48,10 +48,28 @@ def head_loss(head: str, outputs: Tensor, grades: Tensor, weight: Tensor | None)
     else:
         targets = ordinal_targets(grades, outputs.shape[1])
         loss = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").sum(1)
-    if weight is None:
-        return loss.mean()
-    w = weight[grades]
-    return (w * loss).sum() / w.sum()
+    return _weighted_mean(loss, None if weight is None else weight[grades])
+
+
+def soft_target_loss(head: str, outputs: Tensor, targets: Tensor, weight: Tensor | None) -> Tensor:
+    """Any head's loss against (B, K) grade distributions, the blended grades of mixup /
+    cutmix: cross-entropy (classification), the blend's mean grade (regression), the blend's
+    P(grade > k) (ordinal). One-hot targets give the plain losses; `weight` (K,) weighs each
+    image by its targets' blend of the grade weights."""
+    targets = targets.float()
+    if head == "classification":
+        loss = -(targets * outputs.float().log_softmax(dim=1)).sum(dim=1)  # (B,)
+    elif head == "regression":
+        grade = targets @ torch.arange(targets.shape[1], dtype=targets.dtype, device=targets.device)
+        loss = F.smooth_l1_loss(outputs[:, 0].float(), grade, reduction="none")
+    else:
+        above = (1 - targets.cumsum(dim=1)[:, :-1]).clamp(0, 1)  # (B, K - 1) P(grade > k)
+        loss = F.binary_cross_entropy_with_logits(outputs.float(), above, reduction="none").sum(1)
+    return _weighted_mean(loss, None if weight is None else targets @ weight.to(targets))
+
+
+def _weighted_mean(loss: Tensor, w: Tensor | None) -> Tensor:
+    return loss.mean() if w is None else (w * loss).sum() / w.sum()
 
 
 def _mixed(soft: Tensor, grades: Tensor) -> Tensor:

@@ -75,6 +75,7 @@ eyepacs64/recipe_regression_bengraham_wd005_noaffine_e60_s0 $EP64 data.preproces
 eyepacs64/recipe_regression_bengraham_wd005_noaffine_e60_s1 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.augment.transforms.1.p=0.0 classifier.trainer.max_epochs=60 seed=1
 eyepacs64/recipe_regression_bengraham_wd005_noaffine_e60_s2 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.augment.transforms.1.p=0.0 classifier.trainer.max_epochs=60 seed=2
 eyepacs64/recipe_regression_bengraham_wd005_affine_strong_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 classifier.augment.transforms.1.p=1.0 'classifier.augment.transforms.1.scale=[0.8,1.2]' classifier.trainer.max_epochs=60 seed=0
+eyepacs64/recipe_regression_bengraham_wd005_mixup04_e60_s0 $EP64 data.preprocess.ben_graham=true classifier=dr_recipe classifier.model.head=regression classifier.optimizer.weight_decay=0.05 'classifier.model.mixup={mixup_alpha:0.4}' classifier.trainer.max_epochs=60 seed=0
 LIST
 for study in sim eyepacs64 aptos128 eyepacs128 cross_dataset; do
   [ -d "$OUT/$study" ] && .venv/bin/drvae-report "$OUT/$study"
