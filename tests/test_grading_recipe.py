@@ -19,7 +19,7 @@ from drvae.data.dataset import EpochBalanced, balance_power, dataset_grades
 from drvae.metrics.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, qwk, to_grades
 from drvae.models.checkpoints import load_classifier, read_checkpoint
 from drvae.models.classifier import CHECKPOINT_KIND, GradeClassifier
-from drvae.models.grading_heads import grade_score, grade_scores, head_loss, ordinal_targets
+from drvae.models.grading_heads import exceedances, grade_score, grade_scores, head_loss
 from drvae.models.optim import WarmupCosine
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -97,7 +97,8 @@ def test_ordinal_grades_are_the_expected_grade_cut_at_the_thresholds() -> None:
 
 def test_ordinal_targets_and_loss() -> None:
     grades = torch.tensor([0, 2, 4])
-    assert ordinal_targets(grades, 4).tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    targets = exceedances(torch.nn.functional.one_hot(grades, 5).float())
+    assert targets.tolist() == [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
     right = torch.tensor([[-9.0] * 4, [9, 9, -9, -9], [9.0] * 4])
     assert head_loss("ordinal", right, grades, None) < 1e-3
     assert head_loss("ordinal", -right, grades, None) > 10

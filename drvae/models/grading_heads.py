@@ -36,19 +36,15 @@ def head_outputs(head: str, num_classes: int = NUM_GRADES) -> int:
     return sizes[head]
 
 
-def ordinal_targets(grades: Tensor, cuts: int) -> Tensor:
-    """(B,) grades -> (B, cuts) float targets [grade > k]."""
-    return (grades[:, None] > torch.arange(cuts, device=grades.device)).float()
+def exceedances(targets: Tensor) -> Tensor:
+    """(B, K) grade distributions -> (B, K - 1) P(grade > k): the ordinal head's targets."""
+    return (1 - targets.cumsum(dim=1)[:, :-1]).clamp(0, 1)
 
 
 def head_loss(head: str, outputs: Tensor, grades: Tensor, weight: Tensor | None) -> Tensor:
     """The regression and ordinal heads' losses; `weight` (K,) weighs each image by its grade."""
-    if head == "regression":
-        loss = F.smooth_l1_loss(outputs[:, 0], grades.float(), reduction="none")  # (B,)
-    else:
-        targets = ordinal_targets(grades, outputs.shape[1])
-        loss = F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").sum(1)
-    return _weighted_mean(loss, None if weight is None else weight[grades])
+    classes = outputs.shape[1] + 1 if head == "ordinal" else NUM_GRADES
+    return soft_target_loss(head, outputs, F.one_hot(grades, classes), weight)
 
 
 def soft_target_loss(head: str, outputs: Tensor, targets: Tensor, weight: Tensor | None) -> Tensor:
@@ -63,13 +59,12 @@ def soft_target_loss(head: str, outputs: Tensor, targets: Tensor, weight: Tensor
         grade = targets @ torch.arange(targets.shape[1], dtype=targets.dtype, device=targets.device)
         loss = F.smooth_l1_loss(outputs[:, 0].float(), grade, reduction="none")
     else:
-        above = (1 - targets.cumsum(dim=1)[:, :-1]).clamp(0, 1)  # (B, K - 1) P(grade > k)
+        above = exceedances(targets)  # (B, K - 1)
         loss = F.binary_cross_entropy_with_logits(outputs.float(), above, reduction="none").sum(1)
-    return _weighted_mean(loss, None if weight is None else targets @ weight.to(targets))
-
-
-def _weighted_mean(loss: Tensor, w: Tensor | None) -> Tensor:
-    return loss.mean() if w is None else (w * loss).sum() / w.sum()
+    if weight is None:
+        return loss.mean()
+    w = targets @ weight.to(targets)  # (B,)
+    return (w * loss).sum() / w.sum()
 
 
 def _mixed(soft: Tensor, grades: Tensor) -> Tensor:
